@@ -1,0 +1,137 @@
+"""Text in, int64 arrays out: the bundle's fast tokenizer with truncation and per-batch padding.
+
+The bundle's ``tokenizer.json`` has truncation and padding switched off (contract 3); here truncation
+is set at the manifest's ``max_seq_len`` and each batch is padded to its own longest item with
+``pad_token_id`` (dynamic padding), so a batch of short texts costs short sequences.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from mtst.errors import BundleError
+
+__all__ = ["TextTokenizer", "check_texts"]
+
+# A text is cut (at whitespace) before tokenization once it is this many characters per allowed
+# token long: tokenizing a 1 MB string whole takes ~0.5 s and keeps ~900 overflow encodings, only to
+# drop them. When the cut text does not fill max_seq_len the whole text is tokenized after all.
+_CHARS_PER_TOKEN_BOUND = 32
+
+
+def check_texts(texts: Any, *, argument: str = "texts") -> list[str]:
+    """``texts`` as a list of str; TypeError for one string, a non-iterable or a non-str item (named by index)."""
+    if isinstance(texts, (str, bytes, bytearray)):
+        raise TypeError(
+            f"{argument}: expected a list of str, got one {type(texts).__name__}; wrap it in a list: [text]"
+        )
+    if not isinstance(texts, Iterable):
+        raise TypeError(f"{argument}: expected a list of str, got {type(texts).__name__}")
+    out = texts if isinstance(texts, list) else list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise TypeError(f"{argument}[{i}]: expected str, got {type(t).__name__} ({t!r:.60})")
+    return out
+
+
+def _unicode_problem(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        ch = text[exc.start]
+        return (
+            f"unpaired surrogate U+{ord(ch):04X} at character {exc.start} "
+            f"({unicodedata.category(ch)}); decode your input with errors='replace' or fix its encoding"
+        )
+    return None
+
+
+class TextTokenizer:
+    """A ``tokenizers.Tokenizer`` set up for one bundle. Thread-safe once built (read-only use)."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, *, max_seq_len: int, pad_token_id: int, input_names: Sequence[str]
+    ) -> None:
+        if max_seq_len < 2:
+            raise BundleError(f"manifest.json: max_seq_len: expected >= 2, got {max_seq_len}")
+        unknown = [n for n in input_names if n not in ("input_ids", "attention_mask", "token_type_ids")]
+        if unknown or not {"input_ids", "attention_mask"} <= set(input_names):
+            raise BundleError(
+                f"manifest.json: inputs: {list(input_names)}; expected input_ids, attention_mask "
+                f"(and token_type_ids)"
+            )
+        tokenizer.no_padding()
+        tokenizer.enable_truncation(max_seq_len)
+        self._tok = tokenizer
+        self.max_seq_len = max_seq_len
+        self.pad_token_id = pad_token_id
+        self.input_names = tuple(input_names)
+        self._cut_at = max_seq_len * _CHARS_PER_TOKEN_BOUND
+
+    @classmethod
+    def from_file(
+        cls, path: Path, *, max_seq_len: int, pad_token_id: int, input_names: Sequence[str]
+    ) -> TextTokenizer:
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception with serde's message
+            raise BundleError(f"{path}: not a Hugging Face tokenizers file ({exc})") from None
+        return cls(tok, max_seq_len=max_seq_len, pad_token_id=pad_token_id, input_names=input_names)
+
+    # ------------------------------------------------------------------ encoding
+    def _cut(self, text: str) -> str:
+        """A prefix of an over-long text, ending at whitespace, that still overflows max_seq_len."""
+        if len(text) <= self._cut_at:
+            return text
+        window = text[self._cut_at // 2 : self._cut_at]
+        for i in range(len(window) - 1, -1, -1):
+            if window[i].isspace():
+                return text[: self._cut_at // 2 + i]
+        return text  # one huge "word": tokenize it whole so it gets the tokenizer's own treatment
+
+    def encode(self, texts: list[str]) -> tuple[list[Encoding], np.ndarray]:
+        """Encodings of checked texts (see :func:`check_texts`) and their ``truncated`` flags (bool array).
+
+        ValueError names the first item that is not valid Unicode (unpaired surrogates).
+        """
+        cut = [self._cut(t) for t in texts]
+        try:
+            encs = self._tok.encode_batch(cut, add_special_tokens=True)
+        except Exception:
+            for i, t in enumerate(texts):
+                problem = _unicode_problem(t)
+                if problem:
+                    raise ValueError(f"texts[{i}]: {problem}") from None
+            raise
+        truncated = np.fromiter((len(e.overflowing) > 0 for e in encs), dtype=bool, count=len(encs))
+        for i, (t, c) in enumerate(zip(texts, cut, strict=True)):
+            if c is not t and not truncated[i]:  # the cut text fit: the cut may have changed the result
+                encs[i] = self._tok.encode(t, add_special_tokens=True)
+                truncated[i] = len(encs[i].overflowing) > 0
+            elif c is not t:
+                truncated[i] = True
+        return encs, truncated
+
+    def pad(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
+        """int64 ``[batch, longest]`` arrays for the manifest's inputs, padded with ``pad_token_id``."""
+        n = len(encodings)
+        longest = max((len(e.ids) for e in encodings), default=0)
+        ids = np.full((n, longest), self.pad_token_id, dtype=np.int64)  # (B, T)
+        mask = np.zeros((n, longest), dtype=np.int64)
+        types = np.zeros((n, longest), dtype=np.int64) if "token_type_ids" in self.input_names else None
+        for i, e in enumerate(encodings):
+            k = len(e.ids)
+            ids[i, :k] = e.ids
+            mask[i, :k] = 1
+            if types is not None:
+                types[i, :k] = e.type_ids
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if types is not None:
+            feeds["token_type_ids"] = types
+        return {name: feeds[name] for name in self.input_names}
