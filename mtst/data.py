@@ -504,7 +504,7 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[Any, str]]:
                 blanks += 1
                 continue
             try:
-                yield json.loads(line), f"{path}:{lineno}"
+                yield json.loads(line.rstrip("\r\n")), f"{path}:{lineno}"
             except json.JSONDecodeError as exc:
                 raise DataError(
                     f"{path}:{lineno}: invalid JSON ({exc.msg} at column {exc.colno}): {line.strip()[:200]!r}"
