@@ -286,14 +286,17 @@ class Engine:
                 )
         return engine
 
-    def _session(self, name: str, settings: SessionSettings) -> tuple[_Graph, tuple[Provider, ...]]:
-        path = self.bundle.path(name)
+    def _session(
+        self, name: str, settings: SessionSettings, bundle: Bundle | None = None
+    ) -> tuple[_Graph, tuple[Provider, ...]]:
+        b = bundle or self.bundle
+        path = b.path(name)
         try:
-            session, active = create_session(path, self._plan, settings, what=f"{self.bundle.root}: {name}")
+            session, active = create_session(path, self._plan, settings, what=f"{b.root}: {name}")
         except ort.capi.onnxruntime_pybind11_state.Fail as exc:  # type: ignore[attr-defined]
-            raise BundleError(f"{self.bundle.root}: {name}: ONNX Runtime cannot load it ({exc})") from None
+            raise BundleError(f"{b.root}: {name}: ONNX Runtime cannot load it ({exc})") from None
         except ort.capi.onnxruntime_pybind11_state.InvalidProtobuf as exc:  # type: ignore[attr-defined]
-            raise BundleError(f"{self.bundle.root}: {name}: not a valid ONNX model ({exc})") from None
+            raise BundleError(f"{b.root}: {name}: not a valid ONNX model ({exc})") from None
         return _graph_io(session, path), active
 
     @staticmethod
@@ -308,7 +311,7 @@ class Engine:
         heads_graph = token_graph = None
         active: tuple[Provider, ...] = ()
         if variant.layout is not Layout.SINGLE:
-            heads_graph, active = self._session(variant.graphs["heads"], self._heads_settings)
+            heads_graph, active = self._session(variant.graphs["heads"], self._heads_settings, bundle)
             if "embedding" not in heads_graph.inputs:
                 raise BundleError(
                     f"{bundle.root}: {variant.graphs['heads']}: expected input 'embedding', "
@@ -321,7 +324,7 @@ class Engine:
                         f"{bundle.root}: {MANIFEST_NAME}: token heads {[h.name for h in token]} but variant "
                         f"{variant.key} has no token_heads graph"
                     )
-                token_graph, _ = self._session(variant.graphs["token_heads"], self._heads_settings)
+                token_graph, _ = self._session(variant.graphs["token_heads"], self._heads_settings, bundle)
                 if "token_states" not in token_graph.inputs:
                     raise BundleError(
                         f"{bundle.root}: {variant.graphs['token_heads']}: expected input 'token_states', "

@@ -1,0 +1,213 @@
+"""``mtst-predict``: run a bundle on texts from the command line (JSON lines or a table)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from mtst.errors import MtstError
+from mtst.runtime.manifest import Precision
+from mtst.runtime.results import Prediction, SentenceLabel, TokenEntities
+
+__all__ = ["main"]
+
+logger = logging.getLogger(__name__)
+
+_CHUNK = 256  # texts per engine call when reading a file: steady progress, bounded memory
+
+
+def _read_lines(stream: IO[bytes], name: str) -> Iterator[str]:
+    """One text per line (newline stripped, empty lines kept so output line i answers input line i)."""
+    for lineno, raw in enumerate(stream, start=1):
+        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise click.ClickException(
+                f"{name}:{lineno}: not valid UTF-8 ({exc.reason} at byte {exc.start})"
+            ) from None
+        yield line.rstrip("\r\n")
+
+
+def _count_lines(path: str) -> int | None:
+    """Lines in a file (a last line without newline counts), for the progress bar's total."""
+    n, last = 0, b"\n"
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                n += block.count(b"\n")
+                last = block[-1:]
+    except OSError:
+        return None
+    return n + (last != b"\n")
+
+
+def _chunks(lines: Iterator[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for line in lines:
+        chunk.append(line)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _table_row(i: int, p: Prediction) -> str:
+    cells = [f"{i:>4}", _short(p.text, 40).ljust(40)]
+    for name, r in p.heads.items():
+        if isinstance(r, SentenceLabel):
+            cells.append(f"{name}={r.label} ({r.score:.2f})")
+        elif isinstance(r, TokenEntities):
+            ents = ", ".join(f"{e.text}/{e.label}" for e in r.entities) or "-"
+            cells.append(f"{name}=[{ents}]")
+    if p.truncated:
+        cells.append("(truncated)")
+    return "  ".join(cells)
+
+
+def _emit(preds: list[Prediction], fmt: str, start: int, *, embedding: bool, logits: bool) -> None:
+    for k, p in enumerate(preds):
+        if fmt == "json":
+            d: dict[str, Any] = p.to_dict(embedding=embedding, logits=logits)
+            click.echo(json.dumps(d, ensure_ascii=False))
+        else:
+            click.echo(_table_row(start + k, p))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("texts", nargs=-1)
+@click.option(
+    "--file", "-f", "file", type=str, default=None, help="Read texts from a file, one per line ('-' = stdin)."
+)
+@click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="json", show_default=True)
+@click.option(
+    "--provider",
+    "-p",
+    "providers",
+    multiple=True,
+    help="Execution provider, repeat for a chain: tensorrt, cuda, cpu (default: auto).",
+)
+@click.option(
+    "--allow-fallback", is_flag=True, help="Run on what is available when a named provider is missing."
+)
+@click.option(
+    "--heads", "heads", multiple=True, help="Heads to run (repeat or comma-separate; default: all)."
+)
+@click.option(
+    "--precision", type=click.Choice([p.value for p in Precision]), default=None, help="Variant precision."
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Intra-op threads (0 = ORT's choice).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--embedding", is_flag=True, help="Include each text's embedding in JSON output.")
+@click.option("--logits", is_flag=True, help="Include raw logits in JSON output.")
+@click.option(
+    "--progress/--no-progress", default=True, help="Progress bar on stderr for --file (only on a terminal)."
+)
+@click.option("-v", "--verbose", count=True, help="-v: info, -vv: debug logging on stderr.")
+def main(
+    bundle: Path,
+    texts: tuple[str, ...],
+    file: str | None,
+    fmt: str,
+    providers: tuple[str, ...],
+    allow_fallback: bool,
+    heads: tuple[str, ...],
+    precision: str | None,
+    threads: int,
+    batch_size: int,
+    embedding: bool,
+    logits: bool,
+    progress: bool,
+    verbose: int,
+) -> None:
+    """Predict every head of the bundle BUNDLE for each TEXT (or each line of --file).
+
+    JSON output is one object per text, in input order: text, truncated, heads (label/score/scores
+    for sentence heads, entities with character offsets for token heads).
+    """
+    logging.basicConfig(
+        level=logging.WARNING - 10 * min(verbose, 2),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if texts == ("-",) and file is None:
+        texts, file = (), "-"
+    if texts and file is not None:
+        raise click.UsageError("give texts as arguments or --file, not both")
+    if not texts and file is None:
+        raise click.UsageError("nothing to predict: give TEXT arguments, --file F, or --file - for stdin")
+    head_names = [h.strip() for spec in heads for h in spec.split(",") if h.strip()] or None
+
+    from mtst.runtime.engine import Engine  # after option parsing: --help stays instant
+
+    try:
+        engine = Engine.load(
+            bundle,
+            providers=list(providers) if providers else "auto",
+            allow_fallback=allow_fallback,
+            precision=precision,
+            intra_op_threads=threads,
+            batch_size=batch_size,
+        )
+        logger.info("%r", engine)
+        if texts:
+            preds = engine.predict(
+                list(texts), heads=head_names, return_embedding=embedding, return_logits=logits
+            )
+            _emit(preds, fmt, 0, embedding=embedding, logits=logits)
+            return
+        assert file is not None
+        total = None if file == "-" else _count_lines(file)
+        try:
+            stream: IO[bytes] = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise click.BadParameter(f"{file}: {exc.strerror}", param_hint="--file") from None
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="text", file=sys.stderr, disable=not (progress and sys.stderr.isatty()))
+        done = 0
+        try:
+            for chunk in _chunks(_read_lines(stream, "<stdin>" if file == "-" else file), _CHUNK):
+                try:
+                    preds = engine.predict(
+                        chunk, heads=head_names, return_embedding=embedding, return_logits=logits
+                    )
+                except (ValueError, TypeError) as exc:  # name the line, not the index inside the chunk
+                    raise click.ClickException(
+                        f"{file} (lines {done + 1}..{done + len(chunk)}): {exc}"
+                    ) from None
+                _emit(preds, fmt, done, embedding=embedding, logits=logits)
+                done += len(chunk)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+            if stream is not sys.stdin.buffer:
+                stream.close()
+    except MtstError as exc:
+        raise click.ClickException(str(exc)) from None
+    except (ValueError, TypeError) as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
