@@ -125,7 +125,8 @@ class DataSource:
     tag_column: int = -1  # conll: which whitespace-separated column holds the tag
     scheme: TagScheme = TagScheme.AUTO  # token tags: iob1 | iob2 | auto
     header: bool = True  # csv/tsv: the first row names the columns
-    label_map: Mapping[str, str] = field(default_factory=dict)  # raw label -> name (partial renames allowed)
+    # raw label -> name (partial renames allowed); left out of the hash, which stays usable
+    label_map: Mapping[str, str] = field(default_factory=dict, hash=False)
     limit: int | None = None  # keep this many examples, chosen by a seeded shuffle (file order kept)
     seed: int = 0
 
@@ -292,14 +293,19 @@ def load_examples(
         examples = _read_hf(source, kind)
     else:
         path = _existing_file(source, data_root)
-        if fmt is DataFormat.CONLL:
-            examples = list(_read_conll(path, source))
-        elif fmt in (DataFormat.CSV, DataFormat.TSV):
-            examples = list(_read_delimited(path, source, tsv=fmt is DataFormat.TSV))
-        elif fmt is DataFormat.JSONL:
-            examples = [_row_example(row, where, source, kind) for row, where in _jsonl_rows(path)]
-        else:
-            examples = [_row_example(row, where, source, kind) for row, where in _json_rows(path, source)]
+        try:
+            if fmt is DataFormat.CONLL:
+                examples = list(_read_conll(path, source))
+            elif fmt in (DataFormat.CSV, DataFormat.TSV):
+                examples = list(_read_delimited(path, source, tsv=fmt is DataFormat.TSV))
+            elif fmt is DataFormat.JSONL:
+                examples = [_row_example(row, where, source, kind) for row, where in _jsonl_rows(path)]
+            else:
+                examples = [_row_example(row, where, source, kind) for row, where in _json_rows(path, source)]
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start} of a read block)"
+            ) from None
         if not examples:
             raise DataError(
                 f"{path}: no examples in the file (only blank lines, a header or -DOCSTART- lines)"
@@ -455,13 +461,13 @@ def _read_delimited(path: Path, source: DataSource, *, tsv: bool) -> Iterator[Se
         if tsv:  # SST-2 style: tabs, no quoting (quotes are part of the text)
             reader = csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE)
         else:
-            reader = csv.reader(fh)
+            reader = csv.reader(fh, strict=True)  # an unclosed quote must not swallow the rest of the file
         header: list[str] | None = None
         width = 0
         text_i = label_i = 0
         blanks = 0
         line = reader.line_num + 1
-        for row in reader:
+        for row in _csv_rows(reader, path):
             where = f"{path}:{line}"
             line = reader.line_num + 1
             if not row or (len(row) == 1 and not row[0].strip()):
@@ -481,6 +487,18 @@ def _read_delimited(path: Path, source: DataSource, *, tsv: bool) -> Iterator[Se
             yield _sentence(row[text_i], row[label_i], where, source, f"column {source.text_column!r}")
         if blanks:
             logger.debug("%s: skipped %d blank lines", path, blanks)
+
+
+def _csv_rows(reader: Any, path: Path) -> Iterator[list[str]]:
+    """The reader's rows, with csv's own errors (NUL bytes, an unclosed quote) as DataError."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}: cannot parse the row as CSV ({exc})") from None
+        yield row
 
 
 def _column_index(col: Column, header: list[str] | None, width: int, path: Path, name: str) -> int:

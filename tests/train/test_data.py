@@ -88,6 +88,7 @@ def test_source_defaults_and_round_trip():
     assert json.loads(json.dumps(d)) == d
     assert DataSource.from_dict(d) == src
     assert DataSource.from_dict("conll2003/train.txt") == DataSource("conll2003/train.txt")
+    assert hash(src) == hash(DataSource.from_dict(d))  # usable as a dict key despite label_map
 
 
 @pytest.mark.parametrize(
@@ -335,6 +336,16 @@ def test_csv_ragged_row_and_empty_text(tmp_path):
     h = write(tmp_path / "d.csv", "text,label\nhi,\n")
     with pytest.raises(DataError, match=rf"^{h}:2: empty label$"):
         load_examples(DataSource("d.csv"), SENT, data_root=tmp_path)
+
+
+def test_csv_unclosed_quote_and_bad_encoding(tmp_path):
+    f = write(tmp_path / "q.csv", 'text,label\nhi,greet\n"unclosed, bye\nmore,rows\n')
+    with pytest.raises(DataError, match=rf"^{f}:4: cannot parse the row as CSV \(unexpected end of data\)$"):
+        load_examples(DataSource("q.csv"), SENT, data_root=tmp_path)
+    g = tmp_path / "latin1.csv"
+    g.write_bytes("text,label\ncaf\u00e9,x\n".encode("latin-1"))
+    with pytest.raises(DataError, match=rf"^{g}: not UTF-8 text \(invalid continuation byte at byte 14"):
+        load_examples(DataSource("latin1.csv"), SENT, data_root=tmp_path)
 
 
 def test_csv_blank_lines_are_counted(tmp_path, caplog):
