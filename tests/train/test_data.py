@@ -693,3 +693,16 @@ def test_real_ag_news_test(data_root):
             SENT,
             data_root=data_root,
         )
+
+
+def test_data_layer_is_torch_free():
+    """The export accuracy guard and other torch-free callers read data and score with these modules."""
+    import subprocess
+
+    code = (
+        "import sys, mtst.data, mtst.alignment, mtst.metrics, mtst.augment; "
+        "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+        "sys.exit(f'imported {bad}' if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
