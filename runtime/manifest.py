@@ -248,7 +248,7 @@ class Manifest:
             "max_seq_len": self.max_seq_len,
             "pooling": self.pooling,
             "embedding_dim": self.embedding_dim,
-            "tokenizer": self.tokenizer,
+            "tokenizer": self.tokenizer or None,  # heads-only bundles carry no tokenizer
             "pad_token_id": self.pad_token_id,
             "heads": [h.to_dict() for h in self.heads],
             "variants": [v.to_dict() for v in self.variants],
