@@ -1,1 +1,22 @@
-"""mtst.export"""
+"""mtst.export: checkpoint -> ONNX bundle (dynamic axes, fusion, int8/fp16, accuracy guard, parity).
+
+::
+
+    from mtst.export import export_bundle
+    report = export_bundle("runs/x/best", "bundle/", quantize=["none", "int8"])
+    print(report.summary())
+"""
+
+from __future__ import annotations
+
+from .bundle import ExportReport, VariantReport, encoder_fingerprint, verify_bundle
+from .pipeline import export_bundle, export_heads
+
+__all__ = [
+    "ExportReport",
+    "VariantReport",
+    "encoder_fingerprint",
+    "export_bundle",
+    "export_heads",
+    "verify_bundle",
+]

@@ -1,0 +1,293 @@
+"""Bundle parts: precisions, file names, the encoder fingerprint, the tokenizer file, the manifest,
+verification, and the export report.
+
+The orchestration (checkpoint -> graphs -> variants -> guard -> parity -> bundle) lives in
+:mod:`mtst.export.pipeline`; this module holds the pieces it writes with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from mtst.errors import CheckpointError, ConfigError
+from mtst.runtime.manifest import (
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    FileEntry,
+    HeadInfo,
+    HeadKind,
+    Layout,
+    Manifest,
+    Precision,
+    Variant,
+    sha256_file,
+)
+from mtst.tasks import TaskKind
+
+__all__ = [
+    "QUANTIZE_CHOICES",
+    "ExportReport",
+    "VariantReport",
+    "encoder_fingerprint",
+    "graph_file",
+    "parse_precisions",
+    "verify_bundle",
+    "write_tokenizer",
+]
+
+TOKENIZER_FILE = "tokenizer.json"
+PARITY_FILE = "parity.json"
+
+# --quantize values -> precision ("none" = the fp32 graph)
+QUANTIZE_CHOICES: dict[str, Precision] = {
+    "none": Precision.FP32,
+    "fp32": Precision.FP32,
+    "int8": Precision.INT8_DYNAMIC,
+    "int8-dynamic": Precision.INT8_DYNAMIC,
+    "int8-static": Precision.INT8_STATIC,
+    "fp16": Precision.FP16,
+}
+_SUFFIX = {
+    Precision.FP32: "",
+    Precision.INT8_DYNAMIC: ".int8",
+    Precision.INT8_STATIC: ".int8-static",
+    Precision.FP16: ".fp16",
+}
+
+
+def parse_precisions(values: str | Precision | Iterable[str | Precision] | None) -> tuple[Precision, ...]:
+    """``--quantize`` values (one or several) -> distinct precisions in the order given."""
+    if values is None:
+        return (Precision.FP32,)
+    items = [values] if isinstance(values, (str, Precision)) else list(values)
+    if not items:
+        return (Precision.FP32,)
+    out: list[Precision] = []
+    for v in items:
+        key = v.value if isinstance(v, Precision) else str(v).strip().lower()
+        if key not in QUANTIZE_CHOICES:
+            raise ConfigError(f"quantize {v!r}: expected one of {', '.join(QUANTIZE_CHOICES)}")
+        if QUANTIZE_CHOICES[key] not in out:
+            out.append(QUANTIZE_CHOICES[key])
+    return tuple(out)
+
+
+def graph_file(role: str, precision: Precision) -> str:
+    """File name of a graph: ``model.onnx``, ``model.int8.onnx``, ``encoder.fp16.onnx``; head graphs
+    (always fp32) are ``heads.onnx`` / ``token_heads.onnx``."""
+    if role in ("heads", "token_heads"):
+        return f"{role}.onnx"
+    return f"{role}{_SUFFIX[precision]}.onnx"
+
+
+def encoder_fingerprint(checkpoint: Path) -> str:
+    """sha256 over the encoder weights of a checkpoint, independent of precision and graph layout.
+
+    Hashes, for every ``encoder.*`` tensor of ``model.safetensors`` in name order: the name, dtype,
+    shape and raw bytes (read straight from the safetensors file, no framework needed).
+    """
+    path = Path(checkpoint) / "model.safetensors"
+    if not path.is_file():
+        raise CheckpointError(f"{checkpoint}: checkpoint is incomplete (model.safetensors is missing)")
+    h = hashlib.sha256(b"mtst-encoder-v1\0")
+    with open(path, "rb") as f:
+        try:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size))
+        except (struct.error, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a safetensors file ({exc})") from None
+        base = 8 + size
+        names = sorted(k for k in header if k.startswith("encoder."))
+        if not names:
+            raise CheckpointError(f"{path}: no encoder.* tensors (not an mtst checkpoint?)")
+        for name in names:
+            entry = header[name]
+            start, end = entry["data_offsets"]
+            h.update(f"{name}\0{entry['dtype']}\0{entry['shape']}\0{end - start}\0".encode())
+            f.seek(base + start)
+            left = end - start
+            while left:
+                block = f.read(min(left, 1 << 22))
+                if not block:
+                    raise CheckpointError(f"{path}: tensor {name!r} is truncated")
+                h.update(block)
+                left -= len(block)
+    return h.hexdigest()
+
+
+def write_tokenizer(hf_tokenizer: Any, path: Path) -> Any:
+    """The checkpoint's fast tokenizer as ``tokenizer.json`` with truncation and padding switched off
+    (the packaged MiniLM file pads every input to 128); returns the ``tokenizers.Tokenizer``."""
+    from tokenizers import Tokenizer
+
+    backend = getattr(hf_tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise ConfigError("export needs a fast (Rust) tokenizer in the checkpoint; this one is slow only")
+    tok = Tokenizer.from_str(backend.to_str())
+    tok.no_truncation()
+    tok.no_padding()
+    tok.save(str(path))
+    return Tokenizer.from_file(str(path))
+
+
+def head_infos(tasks: Iterable[Any], *, with_embedding: bool) -> tuple[HeadInfo, ...]:
+    heads = [HeadInfo("embedding", HeadKind.EMBEDDING, "embedding", ())] if with_embedding else []
+    for t in tasks:
+        token = t.kind is TaskKind.TOKEN
+        heads.append(
+            HeadInfo(t.name, HeadKind(t.kind.value), t.name, tuple(t.labels), "IOB2" if token else None)
+        )
+    return tuple(heads)
+
+
+def file_entries(root: Path) -> dict[str, FileEntry]:
+    """sha256 and size of every file under ``root`` except the manifest itself."""
+    out: dict[str, FileEntry] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != MANIFEST_NAME:
+            out[p.relative_to(root).as_posix()] = FileEntry(sha256_file(p), p.stat().st_size)
+    return out
+
+
+def versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+
+    import mtst
+
+    return {
+        "mtst": mtst.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def build_manifest(
+    root: Path,
+    *,
+    inputs: Sequence[str],
+    max_seq_len: int,
+    pooling: str,
+    embedding_dim: int,
+    pad_token_id: int,
+    heads: tuple[HeadInfo, ...],
+    variants: Sequence[Variant],
+    encoder_sha256: str,
+    provenance: dict[str, Any],
+    tokenizer: bool = True,
+) -> Manifest:
+    """The manifest of the files now in ``root`` (call it last: it hashes them)."""
+    import mtst
+
+    return Manifest(
+        schema_version=SCHEMA_VERSION,
+        mtst_version=mtst.__version__,
+        inputs=tuple(inputs),
+        max_seq_len=max_seq_len,
+        pooling=pooling,
+        embedding_dim=embedding_dim,
+        tokenizer=TOKENIZER_FILE if tokenizer else "",
+        pad_token_id=pad_token_id,
+        heads=heads,
+        variants=tuple(variants),
+        files=file_entries(root),
+        encoder_sha256=encoder_sha256,
+        parity=PARITY_FILE if (root / PARITY_FILE).is_file() else None,
+        provenance=provenance,
+    )
+
+
+def share_modes(root: Path) -> None:
+    """Bundles are read by other users and services: plain umask permissions, not the 0600/0700 of the
+    temporary files and directory they were written through."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(root, 0o777 & ~umask)
+    for p in root.rglob("*"):
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def verify_bundle(path: str | Path) -> Manifest:
+    """Read and verify a bundle (schema, every file's size and sha256, no unlisted graph); the
+    runtime's own verifier, so export and runtime can never disagree on what a valid bundle is."""
+    from mtst.runtime.bundle import load_bundle
+
+    return load_bundle(path, verify=True).manifest
+
+
+# ---------------------------------------------------------------------------------------------- report
+@dataclass(frozen=True, slots=True)
+class VariantReport:
+    precision: Precision
+    layout: Layout
+    graphs: dict[str, str]
+    bytes: dict[str, int]  # graph file -> size
+    fusions: dict[str, int]
+    fp32_groups: tuple[str, ...]  # sensitive node groups the guard kept in fp32
+    metrics: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # task -> {metric, torch, value, agree}
+    parity: dict[str, Any] = field(default_factory=dict)  # embedding + per-head summary
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes.values())
+
+
+@dataclass(frozen=True, slots=True)
+class ExportReport:
+    bundle: Path
+    encoder_sha256: str
+    variants: tuple[VariantReport, ...]
+    parity_checked: bool
+    parity_violations: tuple[str, ...]
+    guard: str  # "metrics", "agreement", "mixed" or "off"
+
+    def summary(self) -> str:
+        """A plain-text table for the CLI."""
+        lines = [f"bundle {self.bundle}  (encoder {self.encoder_sha256[:16]}…)"]
+        for v in self.variants:
+            fus = ", ".join(f"{k}×{n}" for k, n in v.fusions.items()) or "none"
+            lines.append(
+                f"  {v.precision.value}/{v.layout.value}: {v.total_bytes / 1e6:.1f} MB "
+                f"({', '.join(f'{k} {n / 1e6:.2f} MB' for k, n in v.bytes.items())}); fusions: {fus}; "
+                f"fp32 groups: {', '.join(v.fp32_groups) or 'none'}"
+            )
+            emb = v.parity.get("embedding")
+            if emb:
+                lines.append(
+                    f"    parity: embedding cos min {emb['cos_min']:.5f} mean {emb['cos_mean']:.5f} "
+                    f"max|diff| {emb['max_abs_diff']:.2e}"
+                )
+            for name, h in v.parity.get("heads", {}).items():
+                agree = h["label_agreement"]
+                lines.append(
+                    f"    parity {name}: max|diff| {h['max_abs_diff']:.3g}, label agreement "
+                    f"{'n/a' if agree is None else f'{agree:.4f}'} ({h['labels_compared']} labels)"
+                )
+            for task, m in v.metrics.items():
+                lines.append(
+                    f"    {task}: {m['metric']} {m['value']:.4f} (torch fp32 {m['torch_fp32']:.4f}), "
+                    f"labels equal to fp32 {m['label_agreement']:.4f}"
+                )
+        if self.parity_violations:
+            lines.append(f"  parity violations ({'checked' if self.parity_checked else 'NOT enforced'}):")
+            lines.extend(f"    {v}" for v in self.parity_violations)
+        lines.append(f"  accuracy guard: {self.guard}")
+        return "\n".join(lines)

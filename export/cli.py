@@ -1,0 +1,153 @@
+"""``mtst-export``: click options -> :func:`mtst.export.export_bundle` (or ``export_heads``) -> report."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from mtst.errors import MtstError
+
+from .bundle import QUANTIZE_CHOICES
+from .guard import DEFAULT_EVAL_LIMIT, DEFAULT_MAX_METRIC_DROP, DEFAULT_MIN_LABEL_AGREEMENT
+from .onnx import DEFAULT_OPSET
+
+__all__ = ["main"]
+
+
+def _eval_data(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        task, sep, path = v.partition("=")
+        if not sep or not task or not path:
+            raise click.BadParameter(f"{v!r}: expected TASK=FILE", param_hint="--eval-data")
+        if task in out:
+            raise click.BadParameter(f"task {task!r} given twice", param_hint="--eval-data")
+        out[task] = path
+    return out
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option(
+    "-o", "--out", "out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write."
+)
+@click.option(
+    "--quantize",
+    "quantize",
+    multiple=True,
+    metavar="|".join(k for k in QUANTIZE_CHOICES if k not in ("fp32", "int8-dynamic")),
+    help="Precision of a variant; repeat for several variants in one bundle (default: none = fp32).",
+)
+@click.option(
+    "--split", is_flag=True, help="encoder.onnx + heads.onnx (+ token_heads.onnx) instead of model.onnx."
+)
+@click.option("--no-optimize", is_flag=True, help="Skip ONNX Runtime's transformer fusions.")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True)
+@click.option(
+    "--calibration-data",
+    type=click.Path(path_type=Path),
+    help="int8-static calibration sentences, one a line (default: the tasks' training sentences).",
+)
+@click.option(
+    "--parity-data",
+    type=click.Path(path_type=Path),
+    help="Real sentences for parity, one a line (default: $MTST_BENCH_CORPUS or bench/corpus-1000.txt "
+    "beside the data root).",
+)
+@click.option(
+    "--eval-data", multiple=True, metavar="TASK=FILE", help="Validation data of a task for the guard."
+)
+@click.option(
+    "--eval-limit",
+    type=int,
+    default=DEFAULT_EVAL_LIMIT,
+    show_default=True,
+    help="Validation examples per task the guard scores (seeded sample).",
+)
+@click.option("--max-metric-drop", type=float, default=DEFAULT_MAX_METRIC_DROP, show_default=True)
+@click.option(
+    "--min-label-agreement",
+    type=float,
+    default=DEFAULT_MIN_LABEL_AGREEMENT,
+    show_default=True,
+    help="Guard threshold for tasks without validation data.",
+)
+@click.option("--no-accuracy-guard", is_flag=True, help="Do not score variants on validation data.")
+@click.option("--no-parity-check", is_flag=True, help="Write the bundle even if parity bounds are exceeded.")
+@click.option("--heads-only", is_flag=True, help="Write only the heads (needs --encoder-from).")
+@click.option(
+    "--encoder-from", type=click.Path(path_type=Path), help="Bundle whose encoder the heads are for."
+)
+@click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
+@click.option("-v", "--verbose", count=True, help="-v: progress, -vv: debug.")
+def main(
+    checkpoint: Path,
+    out: Path,
+    quantize: tuple[str, ...],
+    split: bool,
+    no_optimize: bool,
+    opset: int,
+    calibration_data: Path | None,
+    parity_data: Path | None,
+    eval_data: tuple[str, ...],
+    eval_limit: int,
+    max_metric_drop: float,
+    min_label_agreement: float,
+    no_accuracy_guard: bool,
+    no_parity_check: bool,
+    heads_only: bool,
+    encoder_from: Path | None,
+    overwrite: bool,
+    verbose: int,
+) -> None:
+    """Export the mtst checkpoint CHECKPOINT as an ONNX bundle."""
+    from . import export_bundle, export_heads
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    mtst_logger = logging.getLogger("mtst")
+    mtst_logger.addHandler(handler)
+    mtst_logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    try:
+        if heads_only != (encoder_from is not None):
+            raise click.UsageError("--heads-only and --encoder-from go together")
+        if heads_only:
+            if quantize or split or eval_data or calibration_data:
+                raise click.UsageError(
+                    "--heads-only writes fp32 heads only: drop --quantize/--split/--eval-data"
+                )
+            report = export_heads(
+                checkpoint,
+                out,
+                encoder_from=encoder_from,  # type: ignore[arg-type]
+                opset=opset,
+                overwrite=overwrite,
+                parity_check=not no_parity_check,
+                parity_data=parity_data,
+            )
+        else:
+            report = export_bundle(
+                checkpoint,
+                out,
+                quantize=quantize or ("none",),
+                split=split,
+                optimize=not no_optimize,
+                opset=opset,
+                overwrite=overwrite,
+                parity_check=not no_parity_check,
+                parity_data=parity_data,
+                calibration_data=calibration_data,
+                eval_data=_eval_data(eval_data),
+                eval_limit=eval_limit,
+                accuracy_guard=not no_accuracy_guard,
+                max_metric_drop=max_metric_drop,
+                min_label_agreement=min_label_agreement,
+            )
+    except MtstError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    finally:
+        mtst_logger.removeHandler(handler)
+    click.echo(report.summary())

@@ -1,0 +1,361 @@
+"""The accuracy guard: a reduced-precision graph must keep every task's metric.
+
+For each task, the guard scores the torch fp32 model and the exported graph on the task's
+**validation** data (never test): from the checkpoint's training config (``mtst.json["config"]`` and
+``data_root``; a task without a validation file gets the same seeded hold-out of its training data
+as training used), or from ``--eval-data task=FILE``. It reports the task's primary metric
+(accuracy / entity F1) per precision and the share of labels equal to torch fp32's.
+
+A variant passes when no task's metric drops by more than ``max_metric_drop``. A task without
+evaluation data is judged on label agreement with torch fp32 over real sentences (the parity and
+calibration sentences) instead, against ``min_label_agreement``; the report says so per task.
+
+:func:`guarded_build` builds a variant, scores it, and while it fails retries with the sensitive
+node groups of :data:`mtst.export.quantize.GROUP_ORDER` kept in fp32, cumulatively. If every
+attempt fails it raises :class:`~mtst.errors.ParityError` with the table of drops: a worse bundle is
+never written silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtst.errors import ConfigError, ParityError
+from mtst.runtime.manifest import Precision
+from mtst.tasks import TaskKind, TaskSpec
+
+__all__ = [
+    "DEFAULT_EVAL_LIMIT",
+    "DEFAULT_MAX_METRIC_DROP",
+    "DEFAULT_MIN_LABEL_AGREEMENT",
+    "EvalSet",
+    "GuardAttempt",
+    "GuardResult",
+    "Scorer",
+    "TaskScore",
+    "evaluation_sets",
+    "guarded_build",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_METRIC_DROP = 0.005
+DEFAULT_MIN_LABEL_AGREEMENT = 0.97
+DEFAULT_EVAL_LIMIT = 2000  # validation examples per task (seeded sample) -- bounds export time
+
+Batch = dict[str, np.ndarray]
+Outputs = Callable[[Batch], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSet:
+    task: TaskSpec
+    examples: list[Any]  # mtst.data examples
+    source: str  # where they came from (for the report)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskScore:
+    task: str
+    mode: str  # "metric" (validation data) or "agreement" (label agreement only)
+    metric: str  # primary metric name, or "label_agreement"
+    reference: float  # torch fp32
+    value: float  # the exported graph
+    agreement: float  # share of labels equal to torch fp32's
+    examples: int
+
+    @property
+    def drop(self) -> float:
+        return self.reference - self.value
+
+
+@dataclass(frozen=True, slots=True)
+class GuardAttempt:
+    excluded_groups: tuple[str, ...]
+    scores: tuple[TaskScore, ...]
+    failures: tuple[str, ...]  # empty = passed
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass(frozen=True, slots=True)
+class GuardResult:
+    precision: Precision
+    attempts: tuple[GuardAttempt, ...]
+    max_metric_drop: float
+    min_label_agreement: float
+
+    @property
+    def chosen(self) -> GuardAttempt:
+        return self.attempts[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_metric_drop": self.max_metric_drop,
+            "min_label_agreement": self.min_label_agreement,
+            "excluded_groups": list(self.chosen.excluded_groups),
+            "attempts": [
+                {
+                    "excluded_groups": list(a.excluded_groups),
+                    "passed": a.passed,
+                    "failures": list(a.failures),
+                    "tasks": {
+                        s.task: {
+                            "mode": s.mode,
+                            "metric": s.metric,
+                            "torch_fp32": s.reference,
+                            "value": s.value,
+                            "drop": s.drop,
+                            "label_agreement": s.agreement,
+                            "examples": s.examples,
+                        }
+                        for s in a.scores
+                    },
+                }
+                for a in self.attempts
+            ],
+        }
+
+
+def format_table(precision: Precision, attempts: Sequence[GuardAttempt]) -> str:
+    lines = [
+        f"{'fp32 groups':28s} {'task':16s} {'metric':16s} {'torch':>8s} {precision.value:>12s} "
+        f"{'drop':>8s} {'agree':>7s}"
+    ]
+    for a in attempts:
+        groups = ",".join(a.excluded_groups) or "-"
+        for s in a.scores:
+            lines.append(
+                f"{groups:28s} {s.task:16s} {s.metric:16s} {s.reference:8.4f} {s.value:12.4f} "
+                f"{s.drop:8.4f} {s.agreement:7.4f}"
+            )
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- data
+def _sample(examples: list[Any], limit: int | None, seed: int = 0) -> list[Any]:
+    if limit is None or len(examples) <= limit:
+        return examples
+    keep = sorted(random.Random(seed).sample(range(len(examples)), limit))
+    return [examples[i] for i in keep]
+
+
+def evaluation_sets(
+    meta: Mapping[str, Any],
+    tasks: Mapping[str, TaskSpec],
+    eval_data: Mapping[str, str | Path] | None = None,
+    *,
+    limit: int | None = DEFAULT_EVAL_LIMIT,
+) -> dict[str, EvalSet]:
+    """Validation examples per task, from ``eval_data`` (task -> file) or the checkpoint's config."""
+    from mtst.data import DataSource, load_examples, split_off
+
+    eval_data = dict(eval_data or {})
+    unknown = sorted(set(eval_data) - set(tasks))
+    if unknown:
+        raise ConfigError(
+            f"--eval-data: task(s) {unknown} are not in the checkpoint (tasks: {sorted(tasks)})"
+        )
+    config = None
+    if meta.get("config"):
+        from mtst.config import config_from_dict
+
+        config = config_from_dict(meta["config"])
+    data_root = meta.get("data_root") or (config.data_root if config else None)
+    task_cfgs = {t.name: t for t in (config.tasks if config else ())}
+    out: dict[str, EvalSet] = {}
+    for name, task in tasks.items():
+        cfg = task_cfgs.get(name)
+        if name in eval_data:
+            path = Path(eval_data[name]).expanduser().resolve()
+            template = (cfg.validation or cfg.train) if cfg else None
+            if (
+                template is not None
+                and DataSource(path=str(path)).resolved_format is template.resolved_format
+            ):
+                # the task's column/label settings; a split key only where it names validation data
+                is_val = cfg is not None and template is cfg.validation
+                fields = {
+                    **template.to_dict(),
+                    "path": str(path),
+                    "limit": None,
+                    "split": template.split if is_val else None,
+                    "extra_splits": list(template.extra_splits) if is_val else [],
+                }
+                source = DataSource.from_dict(fields)
+            else:
+                source = DataSource(path=str(path))
+            examples = load_examples(source, task.kind, data_root=None)
+            out[name] = EvalSet(task, _sample(examples, limit), str(path))
+        elif cfg is not None:
+            if cfg.validation is not None:
+                examples = load_examples(cfg.validation, task.kind, data_root=data_root)
+                where = cfg.validation.path
+            else:  # the hold-out training used (same fraction, same seed)
+                train = load_examples(cfg.train, task.kind, data_root=data_root)
+                _, examples = split_off(train, cfg.validation_fraction, seed=config.seed if config else 0)
+                where = f"{cfg.train.path} (validation_fraction {cfg.validation_fraction})"
+            out[name] = EvalSet(task, _sample(examples, limit), where)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+class Scorer:
+    """Scores graphs against the torch fp32 reference; torch's scores are computed once."""
+
+    def __init__(
+        self,
+        *,
+        reference: Outputs,
+        tokenizer: Any,
+        max_seq_len: int,
+        eval_sets: Mapping[str, EvalSet],
+        agreement_batches: Sequence[tuple[Batch, np.ndarray]],
+        tasks: Mapping[str, TaskSpec],
+        max_metric_drop: float = DEFAULT_MAX_METRIC_DROP,
+        min_label_agreement: float = DEFAULT_MIN_LABEL_AGREEMENT,
+    ) -> None:
+        if not 0.0 <= max_metric_drop < 1.0:
+            raise ConfigError(f"max_metric_drop {max_metric_drop!r}: expected a value in [0, 1)")
+        if not 0.0 < min_label_agreement <= 1.0:
+            raise ConfigError(f"min_label_agreement {min_label_agreement!r}: expected a value in (0, 1]")
+        missing = [t for t in tasks if t not in eval_sets]
+        if missing and not agreement_batches:
+            raise ConfigError(
+                f"accuracy guard: tasks {missing} have no evaluation data and no real sentences were "
+                "given for label agreement (pass --eval-data TASK=FILE or --parity-data FILE)"
+            )
+        self.reference = reference
+        self.tokenizer = tokenizer
+        self.max_seq_len = max_seq_len
+        self.eval_sets = dict(eval_sets)
+        self.agreement_batches = list(agreement_batches)
+        self.tasks = dict(tasks)
+        self.max_metric_drop = max_metric_drop
+        self.min_label_agreement = min_label_agreement
+        self._ref_eval: dict[str, Any] = {}
+        self._ref_outputs: list[dict[str, np.ndarray]] | None = None
+        if missing:
+            logger.warning(
+                "accuracy guard: no validation data for %s: judging them on label agreement over %d real "
+                "sentences instead",
+                missing,
+                sum(len(b[1]) for b in self.agreement_batches),
+            )
+
+    def _evaluate(self, run: Outputs, name: str) -> Any:
+        from mtst.evaluation import evaluate_task
+
+        es = self.eval_sets[name]
+        return evaluate_task(
+            lambda batch: run(batch)[name], self.tokenizer, es.task, es.examples, max_seq_len=self.max_seq_len
+        )
+
+    def score(self, run: Outputs, excluded_groups: tuple[str, ...] = ()) -> GuardAttempt:
+        from mtst.metrics import primary_metric
+
+        scores: list[TaskScore] = []
+        for name, task in self.tasks.items():
+            if name in self.eval_sets:
+                if name not in self._ref_eval:
+                    self._ref_eval[name] = self._evaluate(self.reference, name)
+                ref = self._ref_eval[name]
+                got = self._evaluate(run, name)
+                metric = primary_metric(task.kind)
+                scores.append(
+                    TaskScore(
+                        name,
+                        "metric",
+                        metric,
+                        float(ref.metrics[metric]),
+                        float(got.metrics[metric]),
+                        _agreement(ref.predictions, got.predictions),
+                        len(self.eval_sets[name].examples),
+                    )
+                )
+            else:
+                agree = self._agreement_on_sentences(run, task)
+                scores.append(
+                    TaskScore(name, "agreement", "label_agreement", 1.0, agree, agree, self._n_rows())
+                )
+        failures = []
+        for s in scores:
+            if s.mode == "metric" and s.drop > self.max_metric_drop:
+                failures.append(
+                    f"task {s.task!r}: {s.metric} {s.value:.4f} vs torch fp32 {s.reference:.4f} "
+                    f"(drop {s.drop:.4f} > {self.max_metric_drop})"
+                )
+            if s.mode == "agreement" and s.agreement < self.min_label_agreement:
+                failures.append(
+                    f"task {s.task!r}: label agreement {s.agreement:.4f} < {self.min_label_agreement} "
+                    "(no validation data)"
+                )
+        return GuardAttempt(excluded_groups, tuple(scores), tuple(failures))
+
+    def _n_rows(self) -> int:
+        return sum(len(real) for _, real in self.agreement_batches)
+
+    def _agreement_on_sentences(self, run: Outputs, task: TaskSpec) -> float:
+        if self._ref_outputs is None:
+            self._ref_outputs = [self.reference(b) for b, _ in self.agreement_batches]
+        agree = total = 0
+        for (batch, real), ref in zip(self.agreement_batches, self._ref_outputs, strict=True):
+            r, g = ref[task.name], run(batch)[task.name]
+            if task.kind is TaskKind.TOKEN:
+                r, g = r[real], g[real]
+            agree += int((r.argmax(-1) == g.argmax(-1)).sum())
+            total += int(r.shape[0])
+        return agree / total if total else 1.0
+
+
+def _agreement(a: Sequence[Any], b: Sequence[Any]) -> float:
+    flat_a = [x for row in a for x in (row if isinstance(row, list) else [row])]
+    flat_b = [x for row in b for x in (row if isinstance(row, list) else [row])]
+    if not flat_a:
+        return 1.0
+    return sum(x == y for x, y in zip(flat_a, flat_b, strict=True)) / len(flat_a)
+
+
+# ---------------------------------------------------------------------------------------------- retry
+def guarded_build(
+    precision: Precision,
+    build: Callable[[tuple[str, ...]], Path],
+    runner: Callable[[Path], Outputs],
+    scorer: Scorer,
+    *,
+    group_order: Sequence[str],
+    available_groups: Sequence[str],
+) -> tuple[Path, GuardResult]:
+    """Build, score, and retry with more node groups in fp32 until the variant passes (or refuse)."""
+    plans: list[tuple[str, ...]] = [()]
+    for g in group_order:
+        if g in available_groups:
+            plans.append((*plans[-1], g))
+    attempts: list[GuardAttempt] = []
+    for groups in plans:
+        path = build(groups)
+        attempt = scorer.score(runner(path), groups)
+        attempts.append(attempt)
+        logger.info(
+            "guard %s, fp32 groups %s: %s",
+            precision.value,
+            list(groups) or "none",
+            "passed" if attempt.passed else "; ".join(attempt.failures),
+        )
+        if attempt.passed:
+            return path, GuardResult(
+                precision, tuple(attempts), scorer.max_metric_drop, scorer.min_label_agreement
+            )
+    raise ParityError(
+        f"{precision.value}: every attempt loses too much accuracy, refusing to write it "
+        f"(last: {'; '.join(attempts[-1].failures)}).\n{format_table(precision, attempts)}"
+    )

@@ -1,0 +1,688 @@
+"""Checkpoint -> bundle: ``export_bundle`` and the heads-only ``export_heads``.
+
+Steps of :func:`export_bundle`, all inside a temporary sibling of ``out`` that is renamed into
+place only at the end (``mtst.fsutil.atomic_directory``; a killed export leaves no bundle at
+``out``):
+
+1. ``tokenizer.json`` (truncation and padding off);
+2. torch -> ONNX (TorchScript exporter, dynamic axes, traced at a shape no parity case uses);
+3. fusion with ORT's transformer optimizer (unless ``optimize=False``);
+4. one variant per precision; reduced precisions go through the accuracy guard, which may keep
+   sensitive node groups in fp32 or refuse;
+5. parity of the saved graphs against torch fp32 (``parity.json``), enforced unless
+   ``parity_check=False``;
+6. ``manifest.json`` with every file's sha256, then verification with the runtime's verifier.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtst.errors import BundleError, ConfigError, ParityError
+from mtst.fsutil import atomic_directory, atomic_write_json
+from mtst.runtime.manifest import MANIFEST_NAME, Layout, Precision, Variant
+from mtst.tasks import TaskKind
+
+from .bundle import (
+    PARITY_FILE,
+    TOKENIZER_FILE,
+    ExportReport,
+    VariantReport,
+    build_manifest,
+    encoder_fingerprint,
+    graph_file,
+    head_infos,
+    now_utc,
+    parse_precisions,
+    share_modes,
+    verify_bundle,
+    versions,
+    write_tokenizer,
+)
+from .fusion import DEFAULT_OPT_LEVEL, encoder_geometry, fuse_graph
+from .guard import (
+    DEFAULT_EVAL_LIMIT,
+    DEFAULT_MAX_METRIC_DROP,
+    DEFAULT_MIN_LABEL_AGREEMENT,
+    GuardResult,
+    Scorer,
+    evaluation_sets,
+    guarded_build,
+)
+from .onnx import DEFAULT_OPSET, TRACE_BATCH, GraphKind, check_opset, export_graph
+from .parity import (
+    BATCH_SIZES,
+    PARITY_BOUNDS,
+    POOL_SIZE,
+    build_cases,
+    check_bounds,
+    load_sentences,
+    parity_lengths,
+    run_parity,
+    sentence_batches,
+    trace_length,
+)
+from .quantize import (
+    GROUP_ORDER,
+    STATES,
+    cpu_fp32_fallback_ops,
+    quantize_graph,
+    sensitive_groups,
+    strip_outputs,
+)
+from .runners import OrtRunner, TorchRunner
+
+__all__ = ["default_sentence_file", "export_bundle", "export_heads"]
+
+logger = logging.getLogger(__name__)
+
+CALIBRATION_SENTENCES = 256
+_LENGTH_DOC = (
+    "'1': the first word-piece of a real sentence alone (no special tokens); short/long/max: even rows "
+    "are real text cut to exactly that many tokens, odd rows one real sentence truncated or padded"
+)
+
+
+def default_sentence_file(meta: Mapping[str, Any] | None = None) -> Path | None:
+    """The default sample of real sentences: ``$MTST_BENCH_CORPUS``, else ``bench/corpus-1000.txt``
+    beside the data root (the checkpoint's ``data_root`` or ``$MTST_DATA_ROOT``)."""
+    env = os.environ.get("MTST_BENCH_CORPUS")
+    if env and Path(env).is_file():
+        return Path(env)
+    for root in ((meta or {}).get("data_root"), os.environ.get("MTST_DATA_ROOT")):
+        if root:
+            candidate = Path(root).expanduser().resolve().parent / "bench" / "corpus-1000.txt"
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise ConfigError(f"{out}: already exists (pass --overwrite / overwrite=True to replace it)")
+    if out.exists() and not (out / MANIFEST_NAME).is_file() and any(out.iterdir()):
+        raise ConfigError(f"{out}: exists and is not a bundle; refusing to replace it")
+
+
+def _example_texts(examples: Iterable[Any]) -> list[str]:
+    return [ex.text if hasattr(ex, "text") else " ".join(ex.tokens) for ex in examples]
+
+
+def _spread(items: list[str], n: int) -> list[str]:
+    if len(items) <= n:
+        return items
+    step = len(items) / n
+    return [items[int(i * step)] for i in range(n)]
+
+
+def export_bundle(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    quantize: str | Precision | Iterable[str | Precision] = "none",
+    split: bool = False,
+    optimize: bool = True,
+    opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
+    parity_check: bool = True,
+    parity_data: str | Path | None = None,
+    calibration_data: str | Path | None = None,
+    eval_data: Mapping[str, str | Path] | None = None,
+    eval_limit: int | None = DEFAULT_EVAL_LIMIT,
+    accuracy_guard: bool = True,
+    max_metric_drop: float = DEFAULT_MAX_METRIC_DROP,
+    min_label_agreement: float = DEFAULT_MIN_LABEL_AGREEMENT,
+    progress: Callable[[str], None] | None = None,
+) -> ExportReport:
+    """Export the mtst checkpoint at ``checkpoint`` as a bundle at ``out`` (see the module docstring).
+
+    ``quantize``: ``none``/``fp32``, ``int8`` (dynamic, per-channel), ``int8-static`` (QDQ) or
+    ``fp16``, or several of them -> one variant each. ``split``: ``encoder.onnx`` + ``heads.onnx``
+    (+ ``token_heads.onnx``) instead of one ``model.onnx``.
+    """
+    from mtst.checkpoint import load_model, read_meta
+
+    checkpoint, out = Path(checkpoint), Path(out)
+    precisions = parse_precisions(quantize)
+    check_opset(opset)
+    _check_out(out, overwrite)
+    if eval_limit is not None and eval_limit < 1:
+        raise ConfigError(f"eval_limit {eval_limit!r}: expected a positive number of examples or None")
+    calib_file = load_sentences(Path(calibration_data)) if calibration_data is not None else None
+    meta = read_meta(checkpoint)
+    model = load_model(checkpoint).eval()
+    tasks = dict(model.tasks)
+    if split and not model.task_list(TaskKind.SENTENCE):
+        raise ConfigError(
+            f"{checkpoint}: --split needs at least one sentence head (heads.onnx); this checkpoint has "
+            f"{[f'{t.name} ({t.kind.value})' for t in tasks.values()] or 'no heads'}: export the single layout"
+        )
+    fingerprint = encoder_fingerprint(checkpoint)
+    needs_guard = accuracy_guard and bool(tasks)
+    eval_sets = evaluation_sets(meta, tasks, eval_data, limit=eval_limit) if needs_guard else {}
+
+    # real sentences: parity pool, label-agreement fallback, calibration fallback
+    sentence_file = Path(parity_data) if parity_data is not None else default_sentence_file(meta)
+    if sentence_file is not None:
+        pool = load_sentences(sentence_file, limit=POOL_SIZE)
+    else:
+        texts = [t for es in eval_sets.values() for t in _example_texts(es.examples)]
+        pool = _spread(list(dict.fromkeys(texts)), POOL_SIZE)
+        sentence_file = Path("<validation data>") if pool else None
+    if not pool and (parity_check or Precision.INT8_STATIC in precisions or needs_guard):
+        raise ConfigError(
+            "no real sentences for parity/calibration: pass --parity-data FILE (one sentence a line) "
+            "or set MTST_BENCH_CORPUS"
+        )
+    calibration = calib_file
+    if calibration is None and Precision.INT8_STATIC in precisions:
+        train_texts = _calibration_from_config(meta, tasks)
+        calibration = train_texts or (
+            load_sentences(sentence_file, limit=CALIBRATION_SENTENCES)
+            if sentence_file and sentence_file.is_file()
+            else pool
+        )
+
+    layout = Layout.SPLIT if split else Layout.SINGLE
+    max_len = model.max_seq_len
+    trace_len = trace_length(max_len)
+    inputs = tuple(model.input_names)
+    pad_id = int(model.tokenizer.pad_token_id or 0)
+    has_token = bool(model.task_list(TaskKind.TOKEN))
+    guard_results: dict[Precision, GuardResult] = {}
+
+    with (
+        tempfile.TemporaryDirectory(prefix="mtst-export-") as work_dir,
+        atomic_directory(out, overwrite=overwrite) as tmp,
+    ):
+        work = Path(work_dir)
+        tokenizer = write_tokenizer(model.tokenizer, tmp / TOKENIZER_FILE)
+        _say(progress, "export: tokenizer written")
+
+        # ---- torch -> ONNX (+ fusion). Encoder-side work graphs expose token_states for the quantizers.
+        core_role = "encoder" if split else "model"
+        plain = work / f"{core_role}.plain.onnx"
+        export_graph(
+            model,
+            plain,
+            GraphKind.ENCODER if split else GraphKind.SINGLE,
+            opset=opset,
+            trace_len=trace_len,
+            expose_states=True,
+        )
+        fusions: dict[str, int] = {}
+        fused = plain
+        if optimize:
+            heads_n, hidden = encoder_geometry(model.encoder.config)
+            fused = work / f"{core_role}.fused.onnx"
+            fusions = fuse_graph(plain, fused, num_heads=heads_n, hidden_size=hidden).fusions
+        _say(progress, f"export: ONNX graph written, fusions {fusions or 'none'}")
+        head_graphs: dict[str, str] = {}
+        if split:
+            for kind in (GraphKind.HEADS, GraphKind.TOKEN_HEADS):
+                if kind is GraphKind.TOKEN_HEADS and not has_token:
+                    continue
+                name = graph_file(kind.value, Precision.FP32)
+                export_graph(model, tmp / name, kind, opset=opset, trace_len=trace_len)
+                head_graphs[kind.value] = name
+        strip = [STATES] if (not split or not has_token) else []
+
+        # ---- variants
+        torch_ref = TorchRunner(model)
+        scorer = None
+        if needs_guard:
+            agreement = sentence_batches(tokenizer, pool, max_seq_len=max_len, inputs=inputs, pad_id=pad_id)
+            scorer = Scorer(
+                reference=torch_ref,
+                tokenizer=model.tokenizer,
+                max_seq_len=max_len,
+                eval_sets=eval_sets,
+                agreement_batches=agreement,
+                tasks=tasks,
+                max_metric_drop=max_metric_drop,
+                min_label_agreement=min_label_agreement,
+            )
+        calib_batches = (
+            [
+                b
+                for b, _ in sentence_batches(
+                    tokenizer, calibration, max_seq_len=max_len, inputs=inputs, pad_id=pad_id, batch_size=16
+                )
+            ]
+            if calibration
+            else []
+        )
+        variants: list[Variant] = []
+        for precision in precisions:
+            name = graph_file(core_role, precision)
+            dst = tmp / name
+            src = plain if precision is Precision.INT8_STATIC else fused
+            state: dict[str, Any] = {}
+
+            def build(groups: tuple[str, ...], *, precision=precision, src=src, dst=dst, state=state) -> Path:
+                if precision is Precision.FP32:
+                    shutil.copyfile(src, dst)
+                    state["options"], state["excluded"] = {}, ()
+                else:
+                    res = quantize_graph(
+                        precision, src, dst, exclude_groups=groups, calibration=calib_batches
+                    )
+                    state["options"], state["excluded"] = res.options, res.excluded_nodes
+                if strip:
+                    strip_outputs(dst, strip)
+                return dst
+
+            def variant_for(graphs_name: str = name, precision: Precision = precision) -> Variant:
+                return Variant(precision, layout, {core_role: graphs_name, **head_graphs}, opset)
+
+            def runner(_: Path, variant_for=variant_for) -> OrtRunner:
+                return OrtRunner(tmp, variant_for(), inputs)
+
+            _say(progress, f"export: building {precision.value}")
+            if scorer is not None:
+                import onnx
+
+                groups_here = list(
+                    sensitive_groups(onnx.load(str(src), load_external_data=False), _core_names(src))
+                )
+                _, result = guarded_build(
+                    precision,
+                    build,
+                    runner,
+                    scorer,
+                    group_order=GROUP_ORDER if precision is not Precision.FP32 else (),
+                    available_groups=groups_here,
+                )
+                guard_results[precision] = result
+                fp32_groups = result.chosen.excluded_groups
+            else:
+                build(())
+                fp32_groups = ()
+            details: dict[str, Any] = {
+                "fused": optimize and precision is not Precision.INT8_STATIC,
+                "fusions": fusions if precision is not Precision.INT8_STATIC else {},
+                "opt_level": DEFAULT_OPT_LEVEL if optimize else None,
+                "quantization": state["options"],
+                "fp32_groups": list(fp32_groups),
+                "fp32_nodes": list(state["excluded"]),
+                "bytes": {g: (tmp / g).stat().st_size for g in {name, *head_graphs.values()}},
+                "trace_shape": [TRACE_BATCH, trace_len],
+            }
+            if precision is Precision.INT8_STATIC:
+                details["source_graph"] = "unfused (TensorRT fuses itself and does not read ORT contrib ops)"
+            if precision is Precision.FP16:
+                details["cpu_fp32_fallback_ops"] = cpu_fp32_fallback_ops(dst)
+            if precision in guard_results:
+                details["guard"] = guard_results[precision].to_dict()
+            else:
+                details["guard"] = {"enabled": False}
+            variants.append(Variant(precision, layout, {core_role: name, **head_graphs}, opset, details))
+
+        # ---- parity on the saved graphs
+        heads = [(t.name, t.kind.value) for t in tasks.values()]
+        parity_results: dict[str, dict[str, Any]] = {}
+        violations: list[str] = []
+        if pool:
+            cases = build_cases(tokenizer, pool, max_seq_len=max_len, inputs=inputs, pad_id=pad_id)
+            candidates = {v.key: (v.precision, OrtRunner(tmp, v, inputs)) for v in variants}
+            parity_results = run_parity(
+                torch_ref, candidates, cases, heads, progress=_case_progress(progress)
+            )
+            violations += _tokenizer_check(model.tokenizer, tokenizer, pool, max_len)
+            for v in variants:
+                violations += check_bounds(v.key, parity_results[v.key], PARITY_BOUNDS[v.precision])
+            atomic_write_json(
+                tmp / PARITY_FILE,
+                _parity_doc(
+                    pool,
+                    sentence_file,
+                    max_len,
+                    trace_len,
+                    variants,
+                    parity_results,
+                    violations,
+                    parity_check,
+                ),
+            )
+            if violations and parity_check:
+                raise ParityError(
+                    f"{out}: exported graphs disagree with torch beyond the documented bounds "
+                    f"(pass --no-parity-check to write the bundle anyway):\n  " + "\n  ".join(violations)
+                )
+            for msg in violations:
+                logger.warning("parity (not enforced): %s", msg)
+        variants = [_with_parity(v, parity_results.get(v.key)) for v in variants]
+
+        # ---- manifest last (it hashes every file), then the runtime's verifier
+        manifest = build_manifest(
+            tmp,
+            inputs=inputs,
+            max_seq_len=max_len,
+            pooling=model.pooling.value,
+            embedding_dim=model.hidden_size,
+            pad_token_id=pad_id,
+            heads=head_infos(tasks.values(), with_embedding=True),
+            variants=variants,
+            encoder_sha256=fingerprint,
+            provenance=_provenance(
+                meta,
+                checkpoint,
+                {
+                    "quantize": [p.value for p in precisions],
+                    "layout": layout.value,
+                    "optimize": optimize,
+                    "opset": opset,
+                    "parity_check": parity_check,
+                    "accuracy_guard": accuracy_guard,
+                    "max_metric_drop": max_metric_drop,
+                    "eval_sets": {
+                        k: {"source": v.source, "examples": len(v.examples)} for k, v in eval_sets.items()
+                    },
+                    "calibration": str(calibration_data) if calibration_data else None,
+                },
+            ),
+        )
+        (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        share_modes(tmp)
+        verify_bundle(tmp)
+        _say(progress, "export: bundle verified")
+
+    report = ExportReport(
+        bundle=out,
+        encoder_sha256=fingerprint,
+        variants=tuple(_variant_report(v, guard_results.get(v.precision)) for v in variants),
+        parity_checked=parity_check and bool(pool),
+        parity_violations=tuple(violations),
+        guard=_guard_mode(needs_guard, eval_sets, tasks),
+    )
+    logger.info("wrote bundle %s (%s)", out, ", ".join(v.key for v in variants))
+    return report
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _say(progress: Callable[[str], None] | None, msg: str) -> None:
+    logger.info(msg)
+    if progress:
+        progress(msg)
+
+
+def _case_progress(progress: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    if progress is None:
+        return None
+    return lambda label: progress(f"parity: {label}")
+
+
+def _core_names(path: Path) -> list[str]:
+    import onnx
+
+    from .quantize import _name_nodes, encoder_core
+
+    model = onnx.load(str(path), load_external_data=False)
+    _name_nodes(model)
+    return encoder_core(model)
+
+
+def _calibration_from_config(meta: Mapping[str, Any], tasks: Mapping[str, Any]) -> list[str]:
+    """Up to CALIBRATION_SENTENCES real training sentences of the checkpoint's tasks (none without a config)."""
+    if not meta.get("config"):
+        return []
+    from mtst.config import config_from_dict
+    from mtst.data import load_examples
+
+    config = config_from_dict(meta["config"])
+    data_root = meta.get("data_root") or config.data_root
+    texts: list[str] = []
+    per_task = max(1, CALIBRATION_SENTENCES // max(1, len(config.tasks)))
+    for cfg in config.tasks:
+        if cfg.name in tasks:
+            examples = load_examples(cfg.train, cfg.kind, data_root=data_root)
+            texts += _spread(_example_texts(examples), per_task)
+    return texts
+
+
+def _tokenizer_check(
+    hf_tokenizer: Any, bundle_tokenizer: Any, sentences: list[str], max_len: int
+) -> list[str]:
+    """The bundle's tokenizer.json must give the ids the torch model was fed."""
+    want = hf_tokenizer(sentences, truncation=True, max_length=max_len)["input_ids"]
+    bundle_tokenizer.enable_truncation(max_length=max_len)
+    try:
+        got = [e.ids for e in bundle_tokenizer.encode_batch(sentences)]
+    finally:
+        bundle_tokenizer.no_truncation()
+    bad = [i for i, (a, b) in enumerate(zip(want, got, strict=True)) if list(a) != list(b)]
+    if bad:
+        return [
+            f"{TOKENIZER_FILE}: ids differ from the checkpoint tokenizer's on {len(bad)} of "
+            f"{len(sentences)} sentences (first: {sentences[bad[0]]!r})"
+        ]
+    return []
+
+
+def _parity_doc(
+    pool: list[str],
+    source: Path | None,
+    max_len: int,
+    trace_len: int,
+    variants: list[Variant],
+    results: dict[str, dict[str, Any]],
+    violations: list[str],
+    enforced: bool,
+) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {
+        "format": "mtst-parity",
+        "format_version": 1,
+        "reference": "torch fp32 (eval mode)",
+        "source": str(source) if source else None,
+        "sentences": pool,
+        "batch_sizes": list(BATCH_SIZES),
+        "lengths": parity_lengths(max_len),
+        "length_definitions": _LENGTH_DOC,
+        "trace_shape": [TRACE_BATCH, trace_len],
+        "bounds": {v.key: asdict(PARITY_BOUNDS[v.precision]) for v in variants},
+        "variants": results,
+        "violations": violations,
+        "enforced": enforced,
+    }
+
+
+def _with_parity(v: Variant, result: dict[str, Any] | None) -> Variant:
+    if result is None:
+        return v
+    summary = {k: result[k] for k in ("embedding", "heads") if k in result}
+    return Variant(v.precision, v.layout, v.graphs, v.opset, {**v.details, "parity": summary})
+
+
+def _variant_report(v: Variant, guard: GuardResult | None) -> VariantReport:
+    metrics: dict[str, dict[str, Any]] = {}
+    if guard is not None:
+        for s in guard.chosen.scores:
+            metrics[s.task] = {
+                "metric": s.metric,
+                "torch_fp32": s.reference,
+                "value": s.value,
+                "label_agreement": s.agreement,
+                "examples": s.examples,
+            }
+    return VariantReport(
+        precision=v.precision,
+        layout=v.layout,
+        graphs=dict(v.graphs),
+        bytes=dict(v.details.get("bytes", {})),
+        fusions=dict(v.details.get("fusions", {})),
+        fp32_groups=tuple(v.details.get("fp32_groups", ())),
+        metrics=metrics,
+        parity=dict(v.details.get("parity", {})),
+    )
+
+
+def _guard_mode(enabled: bool, eval_sets: Mapping[str, Any], tasks: Mapping[str, Any]) -> str:
+    if not enabled:
+        return "off"
+    if len(eval_sets) == len(tasks):
+        return "metrics (validation data)"
+    if not eval_sets:
+        return "label agreement on real sentences (no validation data)"
+    return f"metrics for {sorted(eval_sets)}, label agreement for {sorted(set(tasks) - set(eval_sets))}"
+
+
+def _provenance(meta: Mapping[str, Any], checkpoint: Path, options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "base_encoder": meta.get("backbone"),
+        "checkpoint": {
+            "path": str(checkpoint.resolve()),
+            "run_id": meta.get("run_id"),
+            "step": meta.get("step"),
+            "metrics": meta.get("metrics"),
+        },
+        "exported_at": now_utc(),
+        "versions": versions(),
+        "export_options": options,
+        "training_config": meta.get("config"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- heads only
+def export_heads(
+    checkpoint: str | Path,
+    out: str | Path,
+    *,
+    encoder_from: str | Path,
+    opset: int = DEFAULT_OPSET,
+    overwrite: bool = False,
+    parity_check: bool = True,
+    parity_data: str | Path | None = None,
+) -> ExportReport:
+    """A ``heads`` layout bundle (kilobytes) for the encoder of the bundle at ``encoder_from``.
+
+    Refused unless the checkpoint's encoder weights hash to that bundle's ``encoder_sha256``: heads
+    trained on a frozen backbone are only valid on that backbone.
+    """
+    from mtst.checkpoint import load_model, read_meta
+
+    checkpoint, out, old_dir = Path(checkpoint), Path(out), Path(encoder_from)
+    check_opset(opset)
+    _check_out(out, overwrite)
+    old = verify_bundle(old_dir)
+    meta = read_meta(checkpoint)
+    fingerprint = encoder_fingerprint(checkpoint)
+    if old.encoder_sha256 != fingerprint:
+        raise BundleError(
+            f"{checkpoint}: encoder weights hash to {fingerprint}, but {old_dir} was exported from encoder "
+            f"{old.encoder_sha256}: heads trained on another encoder cannot run on it (export a full bundle)"
+        )
+    model = load_model(checkpoint).eval()
+    if model.pooling.value != old.pooling or model.hidden_size != old.embedding_dim:
+        raise BundleError(
+            f"{checkpoint}: pooling {model.pooling.value!r} / dim {model.hidden_size} differ from {old_dir}'s "
+            f"{old.pooling!r} / {old.embedding_dim}"
+        )
+    if not model.task_list(TaskKind.SENTENCE):
+        raise ConfigError(f"{checkpoint}: a heads-only bundle needs at least one sentence head (heads.onnx)")
+    tasks = dict(model.tasks)
+    sentence_file = Path(parity_data) if parity_data is not None else default_sentence_file(meta)
+    if sentence_file is None and parity_check:
+        raise ConfigError("no real sentences for parity: pass --parity-data FILE (one sentence a line)")
+    pool = load_sentences(sentence_file, limit=POOL_SIZE) if sentence_file is not None else []
+    trace_len = trace_length(model.max_seq_len)
+    violations: list[str] = []
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        graphs = {"heads": graph_file("heads", Precision.FP32)}
+        export_graph(model, tmp / graphs["heads"], GraphKind.HEADS, opset=opset, trace_len=trace_len)
+        if model.task_list(TaskKind.TOKEN):
+            graphs["token_heads"] = graph_file("token_heads", Precision.FP32)
+            export_graph(
+                model, tmp / graphs["token_heads"], GraphKind.TOKEN_HEADS, opset=opset, trace_len=trace_len
+            )
+        variant = Variant(
+            Precision.FP32,
+            Layout.HEADS,
+            graphs,
+            opset,
+            {"bytes": {g: (tmp / g).stat().st_size for g in graphs.values()}},
+        )
+        results: dict[str, dict[str, Any]] = {}
+        if pool:
+            from tokenizers import Tokenizer
+
+            tokenizer = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
+            tokenizer.no_padding()
+            tokenizer.no_truncation()
+            inputs = tuple(model.input_names)
+            cases = build_cases(
+                tokenizer,
+                pool,
+                max_seq_len=model.max_seq_len,
+                inputs=inputs,
+                pad_id=int(model.tokenizer.pad_token_id or 0),
+            )
+            torch_ref = TorchRunner(model)
+            ort_heads = OrtRunner(tmp, variant, inputs)
+
+            def candidate(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                return ort_heads.run_heads(torch_ref(feeds))
+
+            heads = [(t.name, t.kind.value) for t in tasks.values()]
+            results = run_parity(
+                torch_ref, {variant.key: (Precision.FP32, candidate)}, cases, heads, embedding=False
+            )
+            violations = check_bounds(variant.key, results[variant.key], PARITY_BOUNDS[Precision.FP32])
+            atomic_write_json(
+                tmp / PARITY_FILE,
+                _parity_doc(
+                    pool,
+                    sentence_file,
+                    model.max_seq_len,
+                    trace_len,
+                    [variant],
+                    results,
+                    violations,
+                    parity_check,
+                ),
+            )
+            if violations and parity_check:
+                raise ParityError(f"{out}: heads disagree with torch:\n  " + "\n  ".join(violations))
+        variant = _with_parity(variant, results.get(variant.key))
+        manifest = build_manifest(
+            tmp,
+            inputs=old.inputs,
+            max_seq_len=old.max_seq_len,
+            pooling=old.pooling,
+            embedding_dim=old.embedding_dim,
+            pad_token_id=old.pad_token_id,
+            heads=head_infos(tasks.values(), with_embedding=False),
+            variants=[variant],
+            encoder_sha256=fingerprint,
+            provenance=_provenance(
+                meta,
+                checkpoint,
+                {
+                    "layout": "heads",
+                    "encoder_from": str(old_dir.resolve()),
+                    "opset": opset,
+                    "parity_check": parity_check,
+                },
+            ),
+            tokenizer=False,
+        )
+        (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
+        share_modes(tmp)
+        verify_bundle(tmp)
+    return ExportReport(
+        bundle=out,
+        encoder_sha256=fingerprint,
+        variants=(_variant_report(variant, None),),
+        parity_checked=parity_check and bool(pool),
+        parity_violations=tuple(violations),
+        guard="off (heads-only: fp32 heads on the unchanged encoder)",
+    )
