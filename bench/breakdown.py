@@ -1,0 +1,140 @@
+"""Where the time of one mtst request goes: tokenization, graph, the rest; and the graph's ops.
+
+Batch 1 over the realtime sentences, interleaved per sentence:
+
+- ``tokenize``: the bundle's tokenizer (encode + pad), as the engine does it;
+- ``graph``: the variant's graph(s) alone in ONNX Runtime sessions opened with the engine's settings
+  (every output fetched);
+- ``end_to_end``: ``engine.predict([text])``; ``decode_and_overhead`` is its median minus the two
+  medians above (decoding, result objects, Python glue).
+
+The op profile comes from ONNX Runtime's own profiler (``enable_profiling``) on the same graph: the
+time of every node, summed by op type (MatMulInteger, Attention, SkipLayerNormalization, ...).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from mtst.runtime.manifest import Layout
+
+from .engines import MtstSystem
+from .timing import interleaved, summarize
+
+__all__ = ["op_profile", "profile_request"]
+
+
+def _sessions(ms: MtstSystem, *, profile_dir: Path | None = None) -> dict[str, ort.InferenceSession]:
+    engine = ms.engine
+    out: dict[str, ort.InferenceSession] = {}
+    for role, name in engine.variant.graphs.items():
+        so = engine.settings.session_options()
+        if role in ("heads", "token_heads"):
+            so.intra_op_num_threads = 1
+            so.inter_op_num_threads = 1
+        if profile_dir is not None:
+            so.enable_profiling = True
+            so.profile_file_prefix = str(profile_dir / role)
+        providers = [p.ort_name for p in engine.active_providers] or ["CPUExecutionProvider"]
+        out[role] = ort.InferenceSession(str(engine.bundle.path(name)), so, providers=providers)
+    return out
+
+
+def _graph_call(
+    ms: MtstSystem, sessions: dict[str, ort.InferenceSession]
+) -> Callable[[dict[str, np.ndarray]], Any]:
+    layout = ms.engine.variant.layout
+    if layout is Layout.SINGLE:
+        model = sessions["model"]
+        return lambda feeds: model.run(None, feeds)
+    encoder = sessions["encoder"]
+    heads = sessions.get("heads")
+    token_heads = sessions.get("token_heads")
+    enc_outputs = [o.name for o in encoder.get_outputs()]
+
+    def run(feeds: dict[str, np.ndarray]) -> Any:
+        outs = dict(zip(enc_outputs, encoder.run(None, feeds), strict=True))
+        if heads is not None:
+            heads.run(None, {"embedding": outs["embedding"]})
+        if token_heads is not None and "token_states" in outs:
+            token_heads.run(None, {"token_states": outs["token_states"]})
+        return outs
+
+    return run
+
+
+def profile_request(ms: MtstSystem, sentences: Sequence[str], *, rounds: int, warmup: int) -> dict[str, Any]:
+    """Median ms per stage of a batch-1 request, and the share of each stage."""
+    tok = ms.tokenizer
+    sessions = _sessions(ms)
+    graph = _graph_call(ms, sessions)
+    feeds_of = {}
+    for s in sentences:
+        encs, _ = tok.encode([s])
+        feeds_of[s] = tok.pad(encs)
+
+    def tokenize(text: str) -> None:
+        encs, _ = tok.encode([text])
+        tok.pad(encs)
+
+    gc.collect()
+    times = interleaved(
+        {
+            "tokenize": tokenize,
+            "graph": lambda text: graph(feeds_of[text]),
+            "end_to_end": lambda text: ms.engine.predict([text]),
+        },
+        list(sentences),
+        rounds=rounds,
+        warmup=warmup,
+    )
+    p50 = {k: summarize(v).p50_ms for k, v in times.items()}
+    rest = p50["end_to_end"] - p50["tokenize"] - p50["graph"]
+    stages = {"tokenize": p50["tokenize"], "graph": p50["graph"], "decode_and_overhead": rest}
+    total = p50["end_to_end"]
+    return {
+        "p50_ms": stages | {"end_to_end": total},
+        "share": {k: (v / total if total > 0 else None) for k, v in stages.items()},
+        "ops": op_profile(ms, sentences),
+    }
+
+
+def op_profile(ms: MtstSystem, sentences: Sequence[str], *, top: int = 12) -> dict[str, Any]:
+    """ONNX Runtime's profiler on the variant's graph(s), batch 1: time per op type, largest first."""
+    tok = ms.tokenizer
+    with tempfile.TemporaryDirectory(prefix="mtst-bench-prof-") as tmp:
+        sessions = _sessions(ms, profile_dir=Path(tmp))
+        graph = _graph_call(ms, sessions)
+        for s in sentences:
+            encs, _ = tok.encode([s])
+            graph(tok.pad(encs))
+        by_op: dict[str, float] = defaultdict(float)
+        for sess in sessions.values():
+            path = sess.end_profiling()
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                events = json.loads(Path(path).read_text())
+                for ev in events:
+                    if ev.get("cat") == "Node" and str(ev.get("name", "")).endswith("_kernel_time"):
+                        by_op[str(ev.get("args", {}).get("op_name", "?"))] += float(ev.get("dur", 0))
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    total = sum(by_op.values())
+    ranked = sorted(by_op.items(), key=lambda kv: -kv[1])
+    return {
+        "requests": len(sentences),
+        "total_ms": total / 1e3,
+        "by_op_type": [
+            {"op": op, "ms": us / 1e3, "share": (us / total if total else 0.0)} for op, us in ranked[:top]
+        ],
+    }

@@ -1,0 +1,257 @@
+"""Cold start: a fresh Python process imports, loads (and, for mtst, verifies) and answers one sentence.
+
+Each run is a new interpreter (``sys.executable``). The parent notes the wall-clock time just before
+spawning; the child notes the time after its imports, after loading and after the first answer, and
+its own peak RSS, native libraries included: ``VmHWM`` from ``/proc/self/status`` on Linux (not
+``ru_maxrss``, which Linux carries over ``exec`` from the forking parent: a child of a big benchmark
+process would report the parent's size), ``resource.getrusage`` elsewhere. Times are wall clock
+(``time.time``), comparable across the two processes.
+
+The file cache is warm after the first run of a system (one warm-up run per system is not recorded),
+so these are *process-cold, disk-warm* figures: what an edge app pays on every restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtst.errors import MtstError
+
+__all__ = ["ColdStart", "ColdStartSpec", "mtst_spec", "peer_spec", "run_cold_starts"]
+
+logger = logging.getLogger(__name__)
+
+# One child script for every system: the parts differ only in what is imported, loaded and asked.
+_CHILD = r"""
+import json, sys, time
+t_start = time.time()
+args = json.loads(sys.argv[1])
+ns = {"args": args}
+exec(args["imports"], ns)
+t_import = time.time()
+exec(args["load"], ns)
+t_load = time.time()
+exec(args["first"], ns)
+t_first = time.time()
+peak_kb = None
+try:  # VmHWM: this process's own high-water mark (ru_maxrss would carry the parent's over exec)
+    with open("/proc/self/status") as f:
+        peak_kb = next(int(l.split()[1]) for l in f if l.startswith("VmHWM:"))
+except (OSError, StopIteration):
+    import resource
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform == "darwin" else 1)
+print("MTST_BENCH_COLD " + json.dumps({
+    "t_start": t_start, "t_import": t_import, "t_load": t_load, "t_first": t_first,
+    "peak_rss_kb": peak_kb, "torch_loaded": "torch" in sys.modules, "extra": ns.get("extra", {}),
+}), flush=True)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ColdStartSpec:
+    """What one system's child process runs (Python source, executed in order)."""
+
+    name: str
+    imports: str
+    load: str
+    first: str
+    params: dict[str, Any]
+
+
+def mtst_spec(
+    name: str,
+    bundle: Path,
+    sentence: str,
+    *,
+    precision: str | None,
+    provider: str,
+    threads: int,
+    spinning: bool,
+) -> ColdStartSpec:
+    return ColdStartSpec(
+        name=name,
+        imports="from mtst.runtime import Engine",
+        load=(
+            "engine = Engine.load(args['bundle'], providers=[args['provider']], intra_op_threads=args['threads'], "
+            "inter_op_threads=1, spinning=args['spinning'], precision=args['precision'])\n"
+            "extra = {'active_providers': list(engine.active_providers)}"
+        ),
+        first="engine.predict([args['sentence']])",
+        params={
+            "bundle": str(bundle),
+            "sentence": sentence,
+            "precision": precision,
+            "provider": provider,
+            "threads": threads,
+            "spinning": spinning,
+        },
+    )
+
+
+def peer_spec(
+    name: str, family: str, sentence: str, *, threads: int, spinning: bool, **paths: Any
+) -> ColdStartSpec:
+    """Child code for a peer, as its users start it (the files were exported beforehand)."""
+    params: dict[str, Any] = {"sentence": sentence, "threads": threads, "spinning": spinning, **paths}
+    ort_options = (
+        "import onnxruntime as ort\n"
+        "so = ort.SessionOptions(); so.intra_op_num_threads = args['threads']; so.inter_op_num_threads = 1\n"
+        "so.add_session_config_entry('session.intra_op.allow_spinning', '1' if args['spinning'] else '0')\n"
+    )
+    if family == "torch":
+        return ColdStartSpec(
+            name,
+            imports="import torch\nfrom mtst.model import MultiTaskModel\ntorch.set_num_threads(args['threads'])",
+            load="model = MultiTaskModel.from_pretrained(args['checkpoint']).eval()",
+            first="with torch.inference_mode():\n    model(**model.tokenize([args['sentence']]))",
+            params=params,
+        )
+    if family == "optimum":
+        return ColdStartSpec(
+            name,
+            imports=(
+                "import torch\nfrom optimum.onnxruntime import ORTModelForFeatureExtraction\n"
+                "from transformers import AutoTokenizer\ntorch.set_num_threads(args['threads'])"
+            ),
+            load=ort_options
+            + (
+                "model = ORTModelForFeatureExtraction.from_pretrained(args['dir'], file_name=args['file'], "
+                "provider='CPUExecutionProvider', session_options=so)\n"
+                "tok = AutoTokenizer.from_pretrained(args['dir'])"
+            ),
+            first=(
+                "enc = tok([args['sentence']], padding=True, truncation=True, return_tensors='pt')\n"
+                "with torch.inference_mode():\n"
+                "    h = model(**enc).last_hidden_state\n"
+                "    m = enc['attention_mask'].unsqueeze(-1).to(h.dtype)\n"
+                "    torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)"
+            ),
+            params=params,
+        )
+    if family in ("st-torch", "st-onnx"):
+        backend = family.removeprefix("st-")
+        load = (
+            ort_options + "st = SentenceTransformer(args['dir'], device='cpu', backend='onnx', model_kwargs="
+            "{'provider': 'CPUExecutionProvider', 'session_options': so})"
+            if backend == "onnx"
+            else "st = SentenceTransformer(args['dir'], device='cpu', backend='torch')"
+        )
+        return ColdStartSpec(
+            name,
+            imports=(
+                "import torch\nfrom sentence_transformers import SentenceTransformer\n"
+                "torch.set_num_threads(args['threads'])"
+            ),
+            load=load,
+            first="st.encode([args['sentence']], normalize_embeddings=True, show_progress_bar=False)",
+            params=params,
+        )
+    raise ValueError(f"cold start: unknown peer family {family!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ColdStart:
+    """Medians over ``runs`` fresh processes (seconds; MB)."""
+
+    name: str
+    runs: int
+    total_s: float  # spawn -> first answer
+    interpreter_s: float  # spawn -> first line of the script (Python start-up, site-packages)
+    import_s: float
+    load_s: float  # load (mtst: verify every sha256 + create the session)
+    first_answer_s: float
+    peak_rss_mb: float
+    torch_loaded: bool
+    totals_s: tuple[float, ...]  # every run, for spread
+    extra: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "runs": self.runs,
+            "total_s": self.total_s,
+            "interpreter_s": self.interpreter_s,
+            "import_s": self.import_s,
+            "load_s": self.load_s,
+            "first_answer_s": self.first_answer_s,
+            "peak_rss_mb": self.peak_rss_mb,
+            "torch_loaded": self.torch_loaded,
+            "totals_s": list(self.totals_s),
+            **({"extra": self.extra} if self.extra else {}),
+        }
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    return env
+
+
+def run_child(spec: ColdStartSpec, *, timeout_s: float = 300.0) -> dict[str, Any]:
+    """One fresh process; returns its phase times (absolute) and peak RSS, plus ``t_spawn``."""
+    args = {"imports": spec.imports, "load": spec.load, "first": spec.first, **spec.params}
+    t_spawn = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=_child_env(),
+        timeout=timeout_s,
+        check=False,
+    )
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("MTST_BENCH_COLD ")), None)
+    if proc.returncode != 0 or line is None:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+        raise MtstError(
+            f"cold start of {spec.name}: the child process failed (exit {proc.returncode}):\n{tail}"
+        )
+    out: dict[str, Any] = json.loads(line.removeprefix("MTST_BENCH_COLD "))
+    out["t_spawn"] = t_spawn
+    return out
+
+
+def run_cold_starts(
+    specs: Sequence[ColdStartSpec], *, runs: int = 3, warmup: int = 1
+) -> dict[str, ColdStart]:
+    """Interleaved: run k of every system before run k+1 of any. Failed systems raise MtstError."""
+    if runs < 1:
+        raise ValueError(f"cold start runs {runs!r}: expected >= 1")
+    samples: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
+    for k in range(warmup + runs):
+        for spec in specs:
+            sample = run_child(spec)
+            if k >= warmup:
+                samples[spec.name].append(sample)
+    out: dict[str, ColdStart] = {}
+    for name, rows in samples.items():
+
+        def med(key_a: str, key_b: str, rows: list[dict[str, Any]] = rows) -> float:
+            return float(np.median([r[key_b] - r[key_a] for r in rows]))
+
+        totals = tuple(r["t_first"] - r["t_spawn"] for r in rows)
+        out[name] = ColdStart(
+            name=name,
+            runs=len(rows),
+            total_s=float(np.median(totals)),
+            interpreter_s=med("t_spawn", "t_start"),
+            import_s=med("t_start", "t_import"),
+            load_s=med("t_import", "t_load"),
+            first_answer_s=med("t_load", "t_first"),
+            peak_rss_mb=float(np.median([r["peak_rss_kb"] / 1024 for r in rows])),
+            torch_loaded=any(r["torch_loaded"] for r in rows),
+            totals_s=totals,
+            extra=rows[-1].get("extra", {}),
+        )
+    return out

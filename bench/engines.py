@@ -1,0 +1,199 @@
+"""mtst engines as benchmark systems: one :class:`~mtst.bench.systems.System` per bundle variant."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtst.errors import ConfigError
+from mtst.runtime import Engine
+from mtst.runtime.bundle import Bundle
+from mtst.runtime.decode import word_starts
+from mtst.runtime.engine import choose_variant
+from mtst.runtime.manifest import MANIFEST_NAME, HeadKind, Layout, Manifest, Precision
+from mtst.runtime.providers import Provider
+from mtst.runtime.tokenize import TextTokenizer
+
+from .systems import Batching, Family, HeadLabels, System
+
+__all__ = ["MtstSystem", "bundle_facts", "load_mtst_systems", "token_lengths"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class MtstSystem:
+    system: System
+    engine: Engine
+    bundle: Path
+    tokenizer: TextTokenizer  # the bundle's, for word ids and token lengths
+
+    @property
+    def name(self) -> str:
+        return self.system.name
+
+    def run_padded(self, texts: Sequence[str]) -> None:
+        """The corpus in plain consecutive batches of ``batch_size`` (each padded to its longest text)."""
+        size = self.engine.batch_size
+        for i in range(0, len(texts), size):
+            self.engine.predict(texts[i : i + size])
+
+
+def bundle_facts(bundle: Path) -> dict[str, Any]:
+    """What a report records about a bundle: manifest hash, variants, heads, provenance (no graph loaded)."""
+    root = Path(bundle).resolve()
+    m = Manifest.read(root)  # the engines verify the bundle when they load it
+    manifest_sha = hashlib.sha256((root / MANIFEST_NAME).read_bytes()).hexdigest()
+    return {
+        "path": str(root),
+        "manifest_sha256": manifest_sha,
+        "encoder_sha256": m.encoder_sha256,
+        "schema_version": m.schema_version,
+        "mtst_version": m.mtst_version,
+        "max_seq_len": m.max_seq_len,
+        "pooling": m.pooling,
+        "embedding_dim": m.embedding_dim,
+        "inputs": list(m.inputs),
+        "heads": [h.to_dict() | {"labels": len(h.labels)} for h in m.heads],
+        "variants": [
+            {
+                "key": v.key,
+                "precision": v.precision.value,
+                "layout": v.layout.value,
+                "graphs": {role: {"file": f, "bytes": m.files[f].bytes} for role, f in v.graphs.items()},
+                "opset": v.opset,
+            }
+            for v in m.variants
+        ],
+        "provenance": m.provenance,
+    }
+
+
+def _head_labels(engine: Engine, tok: TextTokenizer, texts: Sequence[str]) -> HeadLabels:
+    """Per head: the label of each sentence, or the tag of each word (first sub-token) for token heads."""
+    texts = list(texts)
+    preds = engine.predict(texts, return_logits=True)
+    token_heads = [name for name, h in engine.heads.items() if h.kind is HeadKind.TOKEN]
+    encs = tok.encode(texts)[0] if token_heads else []
+    out: HeadLabels = {}
+    for name, head in engine.heads.items():
+        if head.kind is HeadKind.SENTENCE:
+            out[name] = [p.heads[name].label for p in preds]  # type: ignore[union-attr]
+        elif head.kind is HeadKind.TOKEN:
+            rows = []
+            for p, e in zip(preds, encs, strict=True):
+                assert p.logits is not None
+                best = p.logits[name].argmax(-1)
+                rows.append(tuple(head.labels[int(best[j])] for j in word_starts(e.word_ids)))
+            out[name] = rows
+    return out
+
+
+def token_lengths(tok: TextTokenizer, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(lengths after truncation, truncated flags), special tokens included."""
+    encs, truncated = tok.encode(list(texts))
+    return np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs)), truncated
+
+
+def _variants_for(bundle: Path, provider: Provider, precisions: Sequence[str]) -> list[Precision | None]:
+    """Precisions to run from this bundle: those asked for that it has, else the provider's best fit."""
+    b = Bundle(root=Path(bundle).resolve(), manifest=Manifest.read(bundle), verified=False)
+    have = {v.precision for v in b.manifest.variants if v.layout is not Layout.HEADS}
+    if not precisions:
+        return [choose_variant(b, provider).precision]
+    chosen: list[Precision | None] = []
+    for p in precisions:
+        if p == "all":
+            return sorted(have, key=list(Precision).index)
+        try:
+            prec = Precision(p)
+        except ValueError:
+            raise ConfigError(
+                f"--precision: {p!r} is not one of {[x.value for x in Precision]} (or 'all')"
+            ) from None
+        if prec in have:
+            chosen.append(prec)
+    return chosen
+
+
+def _as_system(name: str, engine: Engine, tok: TextTokenizer, *, threads: int, spinning: bool) -> System:
+    def run_one(text: str) -> Any:
+        return engine.predict([text])
+
+    def run_corpus(texts: Sequence[str]) -> Any:
+        return engine.predict(texts)
+
+    def embed(texts: Sequence[str]) -> np.ndarray:
+        return engine.embed(list(texts))
+
+    def labels(texts: Sequence[str]) -> HeadLabels:
+        return _head_labels(engine, tok, texts)
+
+    return System(
+        name=name,
+        family=Family.MTST,
+        precision=engine.variant.precision.value,
+        run_one=run_one,
+        run_corpus=run_corpus,
+        embed=embed,
+        corpus_batching=Batching.LENGTH_SORTED,
+        labels=labels,
+        facts={
+            "how": "Engine.load(bundle).predict(texts): tokenize, length-bucketed batches, all heads decoded",
+            "bundle": str(engine.bundle.root),
+            "variant": engine.variant.key,
+            "active_providers": [p.value for p in engine.active_providers],
+            "threads": threads,
+            "spinning": spinning,
+            "batch_size": engine.batch_size,
+            "max_batch_tokens": engine.max_batch_tokens,
+        },
+    )
+
+
+def load_mtst_systems(
+    bundles: Sequence[Path],
+    *,
+    provider: Provider,
+    precisions: Sequence[str],
+    threads: int,
+    spinning: bool,
+    batch_size: int,
+) -> list[MtstSystem]:
+    """One engine per (bundle, precision); names say the precision (and the bundle when several)."""
+    out: list[MtstSystem] = []
+    for bundle in bundles:
+        wanted = _variants_for(bundle, provider, precisions)
+        if not wanted:
+            raise ConfigError(
+                f"--precision {','.join(precisions)}: bundle {bundle} has none of these variants"
+            )
+        for prec in wanted:
+            engine = Engine.load(
+                bundle,
+                providers=[provider.value],
+                precision=prec,
+                intra_op_threads=threads,
+                inter_op_threads=1,
+                spinning=spinning,
+                batch_size=batch_size,
+            )
+            m = engine.bundle.manifest
+            tok = TextTokenizer.from_file(
+                engine.bundle.tokenizer_path,
+                max_seq_len=m.max_seq_len,
+                pad_token_id=m.pad_token_id,
+                input_names=m.inputs,
+            )
+            name = f"mtst {engine.variant.precision.value}"
+            if any(s.name == name for s in out):  # same precision from another bundle
+                name += f" ({Path(bundle).name})"
+            system = _as_system(name, engine, tok, threads=threads, spinning=spinning)
+            out.append(MtstSystem(system=system, engine=engine, bundle=Path(bundle), tokenizer=tok))
+    return out
