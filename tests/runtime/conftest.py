@@ -37,3 +37,37 @@ def fresh_single(toy: Toy, tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def sentences() -> list[str]:
     return list(SENTENCES)
+
+
+# ---------------------------------------------------------------------------- bundles from the real exporter
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(_tiny_model_base, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny two-task model (intent + ner) saved as an mtst checkpoint."""
+    path = tmp_path_factory.mktemp("tiny-ckpt") / "ckpt"
+    _tiny_model_base.save_pretrained(path)
+    return path
+
+
+def _export(checkpoint: Path, out: Path, corpus: Path, **kwargs) -> Path:
+    from mtst.export import export_bundle
+
+    export_bundle(checkpoint, out, parity_data=corpus, accuracy_guard=False, **kwargs)
+    return out
+
+
+@pytest.fixture(scope="session")
+def exported_single(
+    tiny_checkpoint: Path, bench_corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    return _export(tiny_checkpoint, tmp_path_factory.mktemp("exp") / "single", bench_corpus, quantize="none")
+
+
+@pytest.fixture(scope="session")
+def exported_split(
+    tiny_checkpoint: Path, bench_corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    return _export(
+        tiny_checkpoint, tmp_path_factory.mktemp("exp") / "split", bench_corpus, quantize="none", split=True
+    )

@@ -79,6 +79,8 @@ def test_bad_inputs_manifest(minilm_tokenizer_json: Path, tmp_path: Path) -> Non
 def test_surrogate_names_item(tok: TextTokenizer) -> None:
     with pytest.raises(ValueError, match=r"texts\[2\]: unpaired surrogate U\+D800 at character 4"):
         tok.encode(["fine", "also fine", "bad \ud800 text"])
+    with pytest.raises(ValueError, match=r"texts\[0\]: unpaired surrogate U\+DFFF at character 0"):
+        tok.encode(["\udfff"])  # one text takes the non-batch path
 
 
 def test_check_texts() -> None:
