@@ -391,7 +391,12 @@ class Engine:
                 raise TypeError(f"heads[{i}]: expected a head name (str), got {type(n).__name__}")
         unknown = [n for n in names if n not in hs.heads]
         if unknown:
-            raise ConfigError(f"heads: unknown head(s) {unknown}; this engine has {list(hs.heads)}")
+            hint = (
+                " (the embedding is not a head: use embed() or return_embedding=True)"
+                if "embedding" in unknown
+                else ""
+            )
+            raise ConfigError(f"heads: unknown head(s) {unknown}; this engine has {list(hs.heads)}{hint}")
         return [hs.heads[n] for n in dict.fromkeys(names)]
 
     def _batches(self, lengths: np.ndarray) -> tuple[np.ndarray, ...]:

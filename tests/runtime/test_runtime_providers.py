@@ -151,3 +151,43 @@ def test_graph_optimization_enum_accepted(toy_single: Path) -> None:
         toy_single, providers="cpu", graph_optimization=GraphOptimization.DISABLE, intra_op_threads=1
     )
     assert e.settings.graph_optimization is GraphOptimization.DISABLE and e.settings.intra_op_threads == 1
+
+
+@pytest.fixture
+def cuda_claimed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This onnxruntime claims CUDA is available, but cannot load it: ORT then drops the provider
+    when creating the session (a warning, no error) -- the silent fallback of a GPU build whose CUDA
+    libraries are missing. Sessions are real; only the availability list is widened."""
+    import onnxruntime as ort
+
+    real = ort.get_available_providers()
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", *real])
+
+
+@pytest.mark.filterwarnings(
+    "ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names"
+)
+def test_silent_session_fallback_is_refused(cuda_claimed: None, multi_bundle: Path) -> None:
+    with pytest.raises(
+        ProviderUnavailableError,
+        match=r"provider\(s\) \['cuda'\] were requested but ONNX Runtime runs \['cpu'\] .* pass allow_fallback=True",
+    ):
+        Engine.load(multi_bundle, providers=["cuda", "cpu"])
+
+
+@pytest.mark.filterwarnings(
+    "ignore:Specified provider 'CUDAExecutionProvider' is not in available provider names"
+)
+def test_allowed_session_fallback_switches_to_the_cpu_variant(
+    cuda_claimed: None, multi_bundle: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        engine = Engine.load(multi_bundle, providers=["cuda", "cpu"], allow_fallback=True)
+    assert engine.active_providers == (Provider.CPU,)
+    assert engine.variant.key == "int8-dynamic/single"  # fp16 was picked for CUDA, then replaced
+    assert "switching variant fp16/single -> int8-dynamic/single" in caplog.text
+    # an explicit precision is kept even after a fallback
+    assert (
+        Engine.load(multi_bundle, providers="cuda", allow_fallback=True, precision="fp16").variant.key
+        == "fp16/single"
+    )
