@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shlex
 from pathlib import Path
 
 import click
 
 from mtst.errors import MtstError
 
-from .runner import BenchConfig, command_line, parse_scenarios, run_benchmark
+from .runner import BenchConfig, parse_scenarios, run_benchmark
 
 __all__ = ["main"]
 
@@ -27,6 +28,29 @@ QUICK = {
     "swaps": 4,
     "cold_start_runs": 1,
 }
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as given: the bundles, then every option not left at its default."""
+    parts = [ctx.command_path, *(str(b) for b in ctx.params["bundles"])]
+    for param in ctx.command.params:
+        name = param.name
+        if not isinstance(param, click.Option) or name is None:
+            continue
+        if ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT:
+            continue
+        value = ctx.params[name]
+        opt = max(param.opts, key=len)
+        if param.count:
+            parts += ["-" + "v" * int(value)] if value else []
+        elif param.is_flag:
+            parts.append(opt if value or not param.secondary_opts else max(param.secondary_opts, key=len))
+        elif param.multiple:
+            for v in value:
+                parts += [opt, str(v)]
+        elif value is not None:
+            parts += [opt, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _csv(values: tuple[str, ...]) -> tuple[str, ...]:
@@ -147,7 +171,7 @@ def main(
             precisions=_csv(precisions),
             scenarios=parse_scenarios(scenarios),
             compare=_csv(compare),
-            command=command_line(),
+            command=_command_line(click.get_current_context()),
             **options,  # type: ignore[arg-type]
         )
         if quick:

@@ -162,14 +162,13 @@ def prepare_peer_files(model: Any, checkpoint: Path, peers: Sequence[Peer], work
     model.tokenizer.save_pretrained(str(hf_dir))
     st_dir: Path | None = None
     if {Peer.ST_TORCH, Peer.ST_ONNX} & set(peers):
-        from sentence_transformers import SentenceTransformer, models
+        from sentence_transformers import SentenceTransformer
 
+        normalize, pooling_cls, transformer_cls = _st_modules()
         st_dir = workdir / "sentence-transformers"
-        transformer = models.Transformer(str(hf_dir), max_seq_length=model.max_seq_len)
-        pooling = models.Pooling(model.hidden_size, pooling_mode=model.pooling.value)
-        SentenceTransformer(modules=[transformer, pooling, models.Normalize()], device="cpu").save(
-            str(st_dir)
-        )
+        transformer = transformer_cls(str(hf_dir), max_seq_length=model.max_seq_len)
+        pooling = pooling_cls(model.hidden_size, pooling_mode=model.pooling.value)
+        SentenceTransformer(modules=[transformer, pooling, normalize()], device="cpu").save(str(st_dir))
         if Peer.ST_ONNX in peers:
             # the ONNX backend exports on first load; saving keeps onnx/model.onnx for later loads
             st = SentenceTransformer(

@@ -16,7 +16,6 @@ import contextlib
 import datetime as dt
 import logging
 import os
-import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -540,7 +539,3 @@ def _judge(
             )
             rows.append(tg.check("cold_start_peak_rss_mb", name, cs["peak_rss_mb"]))
     return rows
-
-
-def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
