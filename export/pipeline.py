@@ -71,11 +71,12 @@ from .parity import (
     trace_length,
 )
 from .quantize import (
+    DEFAULT_FP32_GROUPS,
     GROUP_ORDER,
     STATES,
+    available_groups,
     cpu_fp32_fallback_ops,
     quantize_graph,
-    sensitive_groups,
     strip_outputs,
 )
 from .runners import OrtRunner, TorchRunner
@@ -288,11 +289,7 @@ def export_bundle(
 
             _say(progress, f"export: building {precision.value}")
             if scorer is not None:
-                import onnx
-
-                groups_here = list(
-                    sensitive_groups(onnx.load(str(src), load_external_data=False), _core_names(src))
-                )
+                groups_here = available_groups(src)
                 _, result = guarded_build(
                     precision,
                     build,
@@ -300,12 +297,13 @@ def export_bundle(
                     scorer,
                     group_order=GROUP_ORDER if precision is not Precision.FP32 else (),
                     available_groups=groups_here,
+                    start_groups=DEFAULT_FP32_GROUPS.get(precision, ()),
                 )
                 guard_results[precision] = result
                 fp32_groups = result.chosen.excluded_groups
             else:
-                build(())
-                fp32_groups = ()
+                fp32_groups = DEFAULT_FP32_GROUPS.get(precision, ())
+                build(fp32_groups)
             details: dict[str, Any] = {
                 "fused": optimize and precision is not Precision.INT8_STATIC,
                 "fusions": fusions if precision is not Precision.INT8_STATIC else {},
@@ -418,16 +416,6 @@ def _case_progress(progress: Callable[[str], None] | None) -> Callable[[str], No
     if progress is None:
         return None
     return lambda label: progress(f"parity: {label}")
-
-
-def _core_names(path: Path) -> list[str]:
-    import onnx
-
-    from .quantize import _name_nodes, encoder_core
-
-    model = onnx.load(str(path), load_external_data=False)
-    _name_nodes(model)
-    return encoder_core(model)
 
 
 def _calibration_from_config(meta: Mapping[str, Any], tasks: Mapping[str, Any]) -> list[str]:
