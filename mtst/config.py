@@ -83,6 +83,22 @@ class FreezePolicy(str, Enum):
     TOP_K = "top_k"
 
 
+def _coerce_enum(obj: Any, name: str, enum: type[Enum], where: str) -> None:
+    """Frozen-dataclass fields given as plain strings become their enum (direct construction)."""
+    try:
+        object.__setattr__(obj, name, enum(getattr(obj, name)))
+    except ValueError:
+        raise ConfigError(
+            f"{where}: {getattr(obj, name)!r} is not one of {[m.value for m in enum]}"
+        ) from None
+
+
+def _coerce_tuple(obj: Any, name: str) -> None:
+    value = getattr(obj, name)
+    if isinstance(value, list):
+        object.__setattr__(obj, name, tuple(value))
+
+
 def _positive(where: str, value: float, *, allow_zero: bool = False) -> None:
     ok = value >= 0 if allow_zero else value > 0
     if not ok or not math.isfinite(value):
@@ -108,6 +124,8 @@ class OptimConfig:
     eps: float = 1e-8
 
     def __post_init__(self) -> None:
+        _coerce_enum(self, "schedule", Schedule, "optim.schedule")
+        _coerce_tuple(self, "betas")
         _positive("optim.encoder_lr", self.encoder_lr, allow_zero=True)
         _positive("optim.head_lr", self.head_lr)
         _positive("optim.weight_decay", self.weight_decay, allow_zero=True)
@@ -138,6 +156,7 @@ class SamplingConfig:
     weights: Mapping[str, float] = field(default_factory=dict)  # strategy "weights": task -> weight
 
     def __post_init__(self) -> None:
+        _coerce_enum(self, "strategy", SamplingStrategy, "sampling.strategy")
         _positive("sampling.temperature", self.temperature)
         for name, w in self.weights.items():
             _positive(f"sampling.weights.{name}", w, allow_zero=True)
@@ -161,6 +180,7 @@ class LossWeightingConfig:
     init_log_var: float = 0.0
 
     def __post_init__(self) -> None:
+        _coerce_enum(self, "method", LossWeighting, "loss_weighting.method")
         if not math.isfinite(self.init_log_var):
             raise ConfigError(
                 f"loss_weighting.init_log_var: expected a finite number, got {self.init_log_var!r}"
@@ -181,6 +201,8 @@ class FreezeConfig:
     cache: bool = True
 
     def __post_init__(self) -> None:
+        _coerce_enum(self, "policy", FreezePolicy, "freeze.policy")
+        _coerce_tuple(self, "frozen_heads")
         if self.policy is FreezePolicy.TOP_K:
             if self.top_k < 1:
                 raise ConfigError(f"freeze.top_k: policy 'top_k' needs top_k >= 1, got {self.top_k!r}")
@@ -207,6 +229,7 @@ class StageConfig:
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ConfigError(f"stages: every stage needs a name, got {self.name!r}")
+        _coerce_tuple(self, "tasks")
         if not self.tasks:
             raise ConfigError(f"stages.{self.name}.tasks: a stage trains at least one task")
         if self.epochs is not None:
@@ -315,6 +338,8 @@ class TaskConfig:
             raise ConfigError(
                 f"tasks: name {self.name!r}: expected lower-case letters, digits and '_', starting with a letter"
             )
+        _coerce_enum(self, "kind", TaskKind, f"tasks.{self.name}.kind")
+        _coerce_tuple(self, "augment")
         if self.validation is None and not 0.0 < self.validation_fraction <= 0.5:
             raise ConfigError(
                 f"tasks.{self.name}.validation_fraction: without a validation file it must be in (0, 0.5], "
@@ -349,6 +374,8 @@ class TrainConfig:
     compare: CompareConfig = field(default_factory=CompareConfig)
 
     def __post_init__(self) -> None:
+        _coerce_tuple(self, "tasks")
+        _coerce_tuple(self, "stages")
         if not self.tasks:
             raise ConfigError("tasks: at least one task is needed")
         names = [t.name for t in self.tasks]

@@ -319,6 +319,12 @@ class _Run:
             "run_id": cfg.run_id,
         }
         self.pending: CheckpointPayload | None = None
+        self.eval_memo: dict[
+            str, dict[bytes, torch.Tensor]
+        ] = {}  # frozen-encoder outputs on validation batches
+        self.window = (
+            _Window()
+        )  # losses since the last log line (checkpointed: the log is the same after a resume)
         if latest is not None:
             self._load(latest)
         atomic_write_text(run_dir / "config.resolved.yaml", _yaml(cfg.to_dict()))
@@ -349,6 +355,7 @@ class _Run:
                 )
         apply_freezing(model, plan)
         self.plan = plan
+        self.eval_memo = {}
         logger.info(
             "stage %s (%d/%d): tasks %s, %d steps; %s",
             stage.name,
@@ -409,7 +416,7 @@ class _Run:
         trainable_params = [p for g in opt.param_groups for p in g["params"]]
         set_train_mode(model, plan)
 
-        window = _Window()
+        window = self.window
         t_start = time.perf_counter()
         while state.stage_step < total and not state.stopped_early:
             # lr of this step
@@ -444,7 +451,7 @@ class _Run:
             # log
             if state.step % cfg.log_every == 0 or state.stage_step == total:
                 self._log_train(window, opt, stage, steps_per_epoch)
-                window = _Window()
+                window = self.window = _Window()
             # evaluate: every N steps, at each epoch end, at the stage end
             stage_done = state.stage_step == total
             if (
@@ -518,15 +525,25 @@ class _Run:
 
     # ------------------------------------------------------------------ evaluation and selection
     def evaluate(self, tasks: Sequence[str], split: str = "validation") -> dict[str, dict[str, float]]:
+        """Metrics per task on ``split``. With the encoder frozen, its outputs on the validation
+        batches are computed once per stage and reused by later evaluations (only heads change)."""
         self.model.eval()
         out: dict[str, dict[str, float]] = {}
+        frozen = (
+            split == "validation" and getattr(self, "plan", None) is not None and self.plan.encoder_frozen
+        )
         for t in tasks:
             d = self.data[t]
             examples = d.validation if split == "validation" else d.test
             if not examples:
                 continue
+            fn = (
+                _memo_logits_fn(self.model, t, self.eval_memo.setdefault(t, {}))
+                if frozen
+                else torch_logits_fn(self.model, t)
+            )
             out[t] = evaluate_task(
-                torch_logits_fn(self.model, t),
+                fn,
                 self.model.tokenizer,
                 d.spec,
                 examples,
@@ -657,6 +674,7 @@ class _Run:
             "batchers": {t: b.state_dict() for t, b in self.batchers.items()},
             "augment_rng": {t: _rng_json(r) for t, r in self.aug_rngs.items()},
             "rng": rng_json,
+            "log_window": {"losses": self.window.losses, "samples": self.window.samples},
         }
         if opt is not None and sampler is not None:
             opt_tensors, opt_json = flatten_optimizer(opt)
@@ -693,6 +711,8 @@ class _Run:
             b.load_state_dict(s["batchers"][t])
         for t, r in self.aug_rngs.items():
             r.setstate(_rng_from_json(s["augment_rng"][t]))
+        self.window.losses = {t: list(v) for t, v in s["log_window"]["losses"].items()}
+        self.window.samples = int(s["log_window"]["samples"])
         self.pending = payload
         logger.info("resuming %s from %s (step %d)", self.run_dir, path.name, self.state.step)
 
@@ -750,6 +770,27 @@ class _Run:
 
 
 # ---------------------------------------------------------------------- small helpers
+def _memo_logits_fn(model: MultiTaskModel, task: str, memo: dict[bytes, torch.Tensor]) -> Any:
+    """Logits of ``task`` whose encoder part is remembered per input batch (frozen encoder only)."""
+    kind = model.tasks[task].kind
+
+    def fn(batch: dict[str, np.ndarray]) -> np.ndarray:
+        key = b"".join(batch[k].tobytes() + str(batch[k].shape).encode() for k in sorted(batch))
+        with torch.inference_mode():
+            feats = memo.get(key)
+            if feats is None:
+                inputs = {
+                    k: torch.from_numpy(v).to(model.device)
+                    for k, v in batch.items()
+                    if k in model.input_names
+                }
+                states, emb = model.encode_tokens(**inputs)
+                feats = memo[key] = emb if kind is TaskKind.SENTENCE else states
+            return model.heads[task](feats).float().cpu().numpy()
+
+    return fn
+
+
 class _Window:
     """Losses and throughput since the last log line."""
 
