@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +176,7 @@ def load_mtst_systems(
                 f"--precision {','.join(precisions)}: bundle {bundle} has none of these variants"
             )
         for prec in wanted:
+            t0 = time.perf_counter()
             engine = Engine.load(
                 bundle,
                 providers=[provider.value],
@@ -184,6 +186,7 @@ def load_mtst_systems(
                 spinning=spinning,
                 batch_size=batch_size,
             )
+            load_s = time.perf_counter() - t0  # verify + sessions (with TensorRT: the engine build)
             m = engine.bundle.manifest
             tok = TextTokenizer.from_file(
                 engine.bundle.tokenizer_path,
@@ -195,5 +198,6 @@ def load_mtst_systems(
             if any(s.name == name for s in out):  # same precision from another bundle
                 name += f" ({Path(bundle).name})"
             system = _as_system(name, engine, tok, threads=threads, spinning=spinning)
+            system.facts["load_s"] = load_s
             out.append(MtstSystem(system=system, engine=engine, bundle=Path(bundle), tokenizer=tok))
     return out

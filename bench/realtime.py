@@ -94,7 +94,9 @@ def _held(run: OpenLoopRun, p99_target_ms: float) -> bool:
 
 
 def _requests_for(rate: float, seconds: float, *, lo: int, hi: int) -> int:
-    return int(min(max(rate * seconds, lo), hi))
+    """About ``seconds`` of requests; at low rates at least ``lo``, as long as that takes <= 3x ``seconds``."""
+    n = rate * seconds
+    return int(min(max(n, min(lo, 3 * n), 5), hi))
 
 
 def find_max_rate(
@@ -108,11 +110,17 @@ def find_max_rate(
     min_requests: int = 30,
     max_requests: int = 4000,
 ) -> RateSearch:
-    """Double the rate while it is held, then bisect (geometrically) between held and missed rates."""
+    """Double the rate while it is held, then bisect (geometrically) between held and missed rates.
+
+    When even ``start_rate`` is missed the rate is halved, down to 1/8 of ``start_rate`` at most: a
+    server that misses its p99 target at a small share of its capacity has a latency problem (or a
+    busy machine), not a rate problem.
+    """
     trials: list[OpenLoopRun] = []
     held: float | None = None
     missed: float | None = None
     rate = max(start_rate, 1.0)
+    floor = rate / 8
     while len(trials) < max_trials:
         run = run_open_loop(
             fn,
@@ -137,7 +145,7 @@ def find_max_rate(
             rate *= 2
         elif held is None:
             rate /= 2
-            if rate < 1.0:
+            if rate < floor * 0.99 or rate < 0.5:
                 break
         else:
             if missed / held < 1.1:  # within 10%: good enough for a short search
