@@ -1,0 +1,146 @@
+"""Graph-level pieces on the tiny BERT (hidden 32, 4 attention heads, 2 layers): export, fusion,
+quantization plans, parity shapes, the guard."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from tokenizers import Tokenizer
+
+from mtst.errors import ParityError
+from mtst.export import export_bundle, verify_bundle
+from mtst.export.fusion import encoder_geometry, fuse_graph
+from mtst.export.onnx import GraphKind, export_graph
+from mtst.export.parity import BATCH_SIZES, build_cases, load_sentences, parity_lengths, trace_length
+from mtst.export.quantize import encoder_core, sensitive_groups
+
+
+@pytest.fixture
+def tiny_plain_and_fused(tiny_model, tmp_path: Path) -> tuple[Path, Path, dict[str, int]]:
+    plain, fused = tmp_path / "plain.onnx", tmp_path / "fused.onnx"
+    export_graph(tiny_model, plain, GraphKind.SINGLE, opset=17, trace_len=19, expose_states=True)
+    heads, hidden = encoder_geometry(tiny_model.encoder.config)
+    result = fuse_graph(plain, fused, num_heads=heads, hidden_size=hidden)
+    return plain, fused, result.fusions
+
+
+def test_tiny_bert_fuses_with_its_own_geometry(tiny_model, tiny_plain_and_fused) -> None:
+    assert encoder_geometry(tiny_model.encoder.config) == (4, 32)
+    _, fused, fusions = tiny_plain_and_fused
+    assert fusions == {
+        "EmbedLayerNormalization": 1,
+        "Attention": 2,
+        "BiasGelu": 2,
+        "SkipLayerNormalization": 4,
+    }
+    attention = [n for n in onnx.load(str(fused)).graph.node if n.op_type == "Attention"]
+    assert [a.i for n in attention for a in n.attribute if a.name == "num_heads"] == [4, 4]
+
+
+def test_export_leaves_the_model_in_eval_mode(tiny_model, tmp_path: Path) -> None:
+    tiny_model.train()
+    export_graph(tiny_model, tmp_path / "m.onnx", GraphKind.SINGLE, opset=17, trace_len=19)
+    assert not any(m.training for m in tiny_model.modules())
+
+
+def test_encoder_core_and_groups_separate_encoder_from_heads(tiny_plain_and_fused) -> None:
+    plain, fused, _ = tiny_plain_and_fused
+    for path in (plain, fused):
+        model = onnx.load(str(path))
+        for i, n in enumerate(model.graph.node):
+            n.name = n.name or f"n{i}"
+        core = set(encoder_core(model))
+        heads = [
+            n for n in model.graph.node if "heads" in n.name or "/intent/" in n.name or "/ner/" in n.name
+        ]
+        assert heads and not core & {n.name for n in heads if n.op_type in ("MatMul", "Gemm")}
+        groups = sensitive_groups(model, sorted(core))
+        assert set(groups) == {"ffn_output", "attention", "last_layer"}
+        assert len(groups["ffn_output"]) == 2 and all("output/dense" in n for n in groups["ffn_output"])
+        assert all("layer.1" in n or n.endswith("_1") for n in groups["last_layer"])
+
+
+def test_parity_cases_cover_every_shape_but_the_traced_one(tiny_model, bench_corpus: Path) -> None:
+    tok = Tokenizer.from_str(tiny_model.tokenizer.backend_tokenizer.to_str())
+    tok.no_padding()
+    tok.no_truncation()
+    sentences = load_sentences(bench_corpus, limit=64)
+    assert len(sentences) == 64
+    cases = build_cases(tok, sentences, max_seq_len=64, inputs=tiny_model.input_names, pad_id=0)
+    lengths = parity_lengths(64)
+    shapes = [c.feeds["input_ids"].shape for c in cases]
+    assert shapes == [(b, t) for t in lengths.values() for b in BATCH_SIZES]
+    assert (2, trace_length(64)) not in shapes and trace_length(64) not in lengths.values()
+    by = {c.label: c for c in cases}
+    # length 1: one real word-piece per row, no special tokens, rows differ
+    one = by["b32/1"]
+    assert one.real.all() and len(set(one.feeds["input_ids"][:, 0].tolist())) > 10
+    # padded batches mix full rows and padding; specials are not "real" tokens
+    short = by["b32/short"]
+    assert short.feeds["attention_mask"][0].all() and not short.feeds["attention_mask"].all()
+    assert not short.real[:, 0].any()  # [CLS]
+    assert by["b1/max"].feeds["attention_mask"].sum() == 64
+
+
+def test_parity_lengths_and_trace_length_adapt_to_small_models() -> None:
+    assert parity_lengths(256) == {"1": 1, "short": 16, "long": 96, "max": 256}
+    assert parity_lengths(8) == {"1": 1, "short": 2, "long": 4, "max": 8}
+    assert trace_length(8) == 5 and trace_length(256) == 19
+
+
+def test_int8_on_the_tiny_model_and_the_guard_in_agreement_mode(
+    tiny_checkpoint, tmp_path, bench_corpus
+) -> None:
+    out = tmp_path / "b"
+    report = export_bundle(tiny_checkpoint, out, quantize="int8", parity_data=bench_corpus)
+    m = verify_bundle(out)
+    (v,) = m.variants
+    assert v.graphs == {"model": "model.int8.onnx"}
+    assert report.guard == "label agreement on real sentences (no validation data)"
+    guard = v.details["guard"]
+    assert guard["attempts"][-1]["passed"]
+    tasks = guard["attempts"][-1]["tasks"]
+    assert tasks["intent"]["mode"] == "agreement" and tasks["intent"]["label_agreement"] >= 0.97
+    doc = json.loads((out / "parity.json").read_text())
+    assert doc["bounds"]["int8-dynamic/single"]["label_agreement"] is None
+
+
+def test_guard_refuses_with_a_table_when_no_attempt_is_good_enough(
+    tiny_checkpoint, tmp_path, bench_corpus
+) -> None:
+    with pytest.raises(ParityError) as info:
+        export_bundle(
+            tiny_checkpoint,
+            tmp_path / "b",
+            quantize="int8-static",
+            parity_data=bench_corpus,
+            calibration_data=bench_corpus,
+            min_label_agreement=1.0,
+        )
+    msg = str(info.value)
+    assert msg.startswith("int8-static: every attempt loses too much accuracy, refusing to write it")
+    assert "fp32 groups" in msg and "ffn_output,attention,last_layer" in msg
+    assert "label agreement" in msg
+    assert not (tmp_path / "b").exists()
+
+
+def test_ort_runner_on_fp16_graph_agrees_with_fp32(
+    tiny_checkpoint, tmp_path, bench_corpus, tiny_model
+) -> None:
+    from mtst.export.runners import OrtRunner
+
+    out = tmp_path / "b"
+    export_bundle(
+        tiny_checkpoint, out, quantize=["none", "fp16"], parity_data=bench_corpus, accuracy_guard=False
+    )
+    m = verify_bundle(out)
+    feeds = {k: v.numpy() for k, v in tiny_model.tokenize(["Anna lives in Berlin", "hello"]).items()}
+    a = OrtRunner(out, m.variant("fp32"), m.inputs)(feeds)
+    b = OrtRunner(out, m.variant("fp16"), m.inputs)(feeds)
+    for name in ("embedding", "intent", "ner"):
+        assert b[name].dtype == np.float32
+        np.testing.assert_allclose(a[name], b[name], atol=5e-3)
