@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,7 +223,11 @@ def run_child(spec: ColdStartSpec, *, timeout_s: float = 300.0) -> dict[str, Any
 
 
 def run_cold_starts(
-    specs: Sequence[ColdStartSpec], *, runs: int = 3, warmup: int = 1
+    specs: Sequence[ColdStartSpec],
+    *,
+    runs: int = 3,
+    warmup: int = 1,
+    on_run: Callable[[], None] | None = None,
 ) -> dict[str, ColdStart]:
     """Interleaved: run k of every system before run k+1 of any. Failed systems raise MtstError."""
     if runs < 1:
@@ -234,6 +238,8 @@ def run_cold_starts(
             sample = run_child(spec)
             if k >= warmup:
                 samples[spec.name].append(sample)
+            if on_run is not None:
+                on_run()
     out: dict[str, ColdStart] = {}
     for name, rows in samples.items():
 

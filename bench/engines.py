@@ -18,7 +18,7 @@ from mtst.runtime.bundle import Bundle
 from mtst.runtime.decode import word_starts
 from mtst.runtime.engine import choose_variant
 from mtst.runtime.manifest import MANIFEST_NAME, HeadKind, Layout, Manifest, Precision
-from mtst.runtime.providers import Provider
+from mtst.runtime.providers import Provider, precision_preference
 from mtst.runtime.tokenize import TextTokenizer
 
 from .systems import Batching, Family, HeadLabels, System
@@ -111,7 +111,8 @@ def _variants_for(bundle: Path, provider: Provider, precisions: Sequence[str]) -
     chosen: list[Precision | None] = []
     for p in precisions:
         if p == "all":
-            return sorted(have, key=list(Precision).index)
+            # the provider's preferred variant first: it is the reference of the report's ratios
+            return sorted(have, key=precision_preference(provider).index)
         try:
             prec = Precision(p)
         except ValueError:

@@ -315,16 +315,17 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
         if Scenario.THROUGHPUT in config.scenarios:
             from .throughput import measure_throughput
 
-            logger.info("throughput: %d sentences x %d rounds", len(corpus), config.corpus_rounds)
-            tp = measure_throughput(
-                systems,
-                corpus,
-                corpus_lengths,
-                batch_size=config.batch_size,
-                rounds=config.corpus_rounds,
-                max_tokens={m.name: m.engine.max_batch_tokens for m in mtst},
-                padded_runs={m.name: m.run_padded for m in mtst},
-            )
+            with progress.stage(f"throughput, {len(corpus)} sentences", config.corpus_rounds) as tick:
+                tp = measure_throughput(
+                    systems,
+                    corpus,
+                    corpus_lengths,
+                    batch_size=config.batch_size,
+                    rounds=config.corpus_rounds,
+                    max_tokens={m.name: m.engine.max_batch_tokens for m in mtst},
+                    padded_runs={m.name: m.run_padded for m in mtst},
+                    on_round=tick,
+                )
             td = tp.to_dict()
             ref_rate = tp.rows[ref_name].sentences_per_s
             for name, row in td["systems"].items():
@@ -365,7 +366,8 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
             if setup is not None:
                 specs += _peer_cold_specs(peer_systems, setup, sample[0], config)
             try:
-                cs = run_cold_starts(specs, runs=config.cold_start_runs)
+                with progress.stage("cold start", len(specs) * (config.cold_start_runs + 1)) as tick:
+                    cs = run_cold_starts(specs, runs=config.cold_start_runs, on_run=tick)
             except MtstError as exc:
                 raise MtstError(f"cold-start scenario: {exc}") from None
             scenarios["cold_start"] = {k: v.to_dict() for k, v in cs.items()}

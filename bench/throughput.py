@@ -92,6 +92,7 @@ def measure_throughput(
     warmup: bool = True,
     max_tokens: dict[str, int | None] | None = None,
     padded_runs: dict[str, Callable[[Sequence[str]], Any]] | None = None,
+    on_round: Callable[[], None] | None = None,
 ) -> Throughput:
     """``padded_runs``: for each mtst system, its corpus pass in plain consecutive padded batches."""
     corpus = list(corpus)
@@ -102,7 +103,7 @@ def measure_throughput(
         policies[name + PADDED_SUFFIX] = Batching.IN_ORDER
     gc.collect()
     # one item per round: the whole corpus
-    times = interleaved(runners, [corpus] * rounds, rounds=1, warmup=1 if warmup else 0)
+    times = interleaved(runners, [corpus] * rounds, rounds=1, warmup=1 if warmup else 0, on_item=on_round)
     rows: dict[str, ThroughputRow] = {}
     for name, ns in times.items():
         base = name.removesuffix(PADDED_SUFFIX)
