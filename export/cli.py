@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from tqdm import tqdm
 
 from mtst.errors import MtstError
 
@@ -82,7 +83,10 @@ def _eval_data(values: tuple[str, ...]) -> dict[str, str]:
     "--encoder-from", type=click.Path(path_type=Path), help="Bundle whose encoder the heads are for."
 )
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
-@click.option("-v", "--verbose", count=True, help="-v: progress, -vv: debug.")
+@click.option(
+    "--no-progress", is_flag=True, help="No progress line (it is off anyway when stderr is not a terminal)."
+)
+@click.option("-v", "--verbose", count=True, help="-v: steps and guard attempts, -vv: debug.")
 def main(
     checkpoint: Path,
     out: Path,
@@ -101,6 +105,7 @@ def main(
     heads_only: bool,
     encoder_from: Path | None,
     overwrite: bool,
+    no_progress: bool,
     verbose: int,
 ) -> None:
     """Export the mtst checkpoint CHECKPOINT as an ONNX bundle."""
@@ -111,6 +116,12 @@ def main(
     mtst_logger = logging.getLogger("mtst")
     mtst_logger.addHandler(handler)
     mtst_logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    bar = tqdm(total=None, bar_format="{desc} [{elapsed}]", disable=no_progress or not sys.stderr.isatty())
+
+    def progress(msg: str) -> None:
+        bar.set_description_str(msg)
+        bar.refresh()
+
     try:
         if heads_only != (encoder_from is not None):
             raise click.UsageError("--heads-only and --encoder-from go together")
@@ -145,9 +156,11 @@ def main(
                 accuracy_guard=not no_accuracy_guard,
                 max_metric_drop=max_metric_drop,
                 min_label_agreement=min_label_agreement,
+                progress=progress,
             )
     except MtstError as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     finally:
+        bar.close()
         mtst_logger.removeHandler(handler)
     click.echo(report.summary())

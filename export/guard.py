@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from mtst.errors import ConfigError, ParityError
+from mtst.errors import ConfigError, DataError, ParityError
 from mtst.runtime.manifest import Precision
 from mtst.tasks import TaskKind, TaskSpec
 
@@ -158,7 +158,7 @@ def evaluation_sets(
     limit: int | None = DEFAULT_EVAL_LIMIT,
 ) -> dict[str, EvalSet]:
     """Validation examples per task, from ``eval_data`` (task -> file) or the checkpoint's config."""
-    from mtst.data import DataSource, load_examples, split_off
+    from mtst.data import DataSource, load_examples
 
     eval_data = dict(eval_data or {})
     unknown = sorted(set(eval_data) - set(tasks))
@@ -167,11 +167,32 @@ def evaluation_sets(
             f"--eval-data: task(s) {unknown} are not in the checkpoint (tasks: {sorted(tasks)})"
         )
     config = None
+    validation: dict[str, tuple[list[Any], str]] = {}
     if meta.get("config"):
+        import dataclasses
+
         from mtst.config import config_from_dict
+        from mtst.train import load_task_data
 
         config = config_from_dict(meta["config"])
-    data_root = meta.get("data_root") or (config.data_root if config else None)
+        if meta.get("data_root"):  # the absolute root training read from
+            config = dataclasses.replace(config, data_root=str(meta["data_root"]))
+        # training's own loader: the same files, the same seeded hold-out (never the training examples)
+        try:
+            task_data = load_task_data(config)
+        except DataError as exc:
+            raise DataError(
+                f"accuracy guard: cannot read the checkpoint's validation data: {exc} "
+                "(give --eval-data TASK=FILE, or --no-accuracy-guard)"
+            ) from None
+        for name, data in task_data.items():
+            tc = data.config
+            where = (
+                tc.validation.path
+                if tc.validation
+                else f"{tc.train.path} (validation_fraction {tc.validation_fraction})"
+            )
+            validation[name] = (data.validation, where)
     task_cfgs = {t.name: t for t in (config.tasks if config else ())}
     out: dict[str, EvalSet] = {}
     for name, task in tasks.items():
@@ -197,14 +218,8 @@ def evaluation_sets(
                 source = DataSource(path=str(path))
             examples = load_examples(source, task.kind, data_root=None)
             out[name] = EvalSet(task, _sample(examples, limit), str(path))
-        elif cfg is not None:
-            if cfg.validation is not None:
-                examples = load_examples(cfg.validation, task.kind, data_root=data_root)
-                where = cfg.validation.path
-            else:  # the hold-out training used (same fraction, same seed)
-                train = load_examples(cfg.train, task.kind, data_root=data_root)
-                _, examples = split_off(train, cfg.validation_fraction, seed=config.seed if config else 0)
-                where = f"{cfg.train.path} (validation_fraction {cfg.validation_fraction})"
+        elif name in validation:
+            examples, where = validation[name]
             out[name] = EvalSet(task, _sample(examples, limit), where)
     return out
 
