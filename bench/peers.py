@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from mtst.errors import ConfigError, MissingExtraError
+from mtst.errors import ConfigError
 from mtst.runtime.decode import decode_entities, word_starts
 
 from .systems import Batching, Family, HeadLabels, System
@@ -154,48 +154,85 @@ def _st_modules() -> tuple[Any, Any, Any]:
     return Normalize, Pooling, Transformer
 
 
-def prepare_peer_files(model: Any, checkpoint: Path, peers: Sequence[Peer], workdir: Path) -> PeerSetup:
-    """Export what the chosen peers load into ``workdir`` (before any timing)."""
+def _export_st(model: Any, hf_dir: Path, st_dir: Path, *, onnx: bool) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    normalize, pooling_cls, transformer_cls = _st_modules()
+    transformer = transformer_cls(str(hf_dir), max_seq_length=model.max_seq_len)
+    pooling = pooling_cls(model.hidden_size, pooling_mode=model.pooling.value)
+    SentenceTransformer(modules=[transformer, pooling, normalize()], device="cpu").save(str(st_dir))
+    if onnx:
+        # the ONNX backend exports on first load; saving keeps onnx/model.onnx for later loads
+        st = SentenceTransformer(
+            str(st_dir), backend="onnx", model_kwargs={"provider": "CPUExecutionProvider"}
+        )
+        st.save(str(st_dir))
+
+
+def _export_optimum(model: Any, hf_dir: Path, workdir: Path, peer: Peer) -> tuple[Path, str]:
+    from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    fp32_dir = workdir / Peer.OPTIMUM_FP32.value
+    if not (fp32_dir / "model.onnx").is_file():
+        ORTModelForFeatureExtraction.from_pretrained(str(hf_dir), export=True).save_pretrained(str(fp32_dir))
+        model.tokenizer.save_pretrained(str(fp32_dir))
+    if peer is Peer.OPTIMUM_FP32:
+        return fp32_dir, "model.onnx"
+    out = workdir / peer.value
+    qconfig = AutoQuantizationConfig.avx2(is_static=False, per_channel=peer is Peer.OPTIMUM_INT8)
+    ORTQuantizer.from_pretrained(str(fp32_dir)).quantize(save_dir=str(out), quantization_config=qconfig)
+    model.tokenizer.save_pretrained(str(out))
+    return out, "model_quantized.onnx"
+
+
+def prepare_peer_files(
+    model: Any,
+    checkpoint: Path,
+    peers: Sequence[Peer],
+    workdir: Path,
+    *,
+    failed: dict[Peer, str] | None = None,
+) -> PeerSetup:
+    """Export what the chosen peers load into ``workdir`` (before any timing).
+
+    A peer whose export raises is left out and its error recorded in ``failed`` (when given; else the
+    error propagates).
+    """
     _quiet_libraries()
+
+    def attempt(peer_group: Sequence[Peer], step: Any) -> bool:
+        try:
+            step()
+        except Exception as exc:  # a peer library's failure is a result to report, not a reason to stop
+            if failed is None:
+                raise
+            for p in peer_group:
+                failed[p] = (
+                    f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                )
+            logger.warning("peers %s: export failed: %s", [p.value for p in peer_group], exc)
+            return False
+        return True
+
     hf_dir = workdir / "hf-encoder"
     model.encoder.save_pretrained(str(hf_dir))
     model.tokenizer.save_pretrained(str(hf_dir))
     st_dir: Path | None = None
-    if {Peer.ST_TORCH, Peer.ST_ONNX} & set(peers):
-        from sentence_transformers import SentenceTransformer
-
-        normalize, pooling_cls, transformer_cls = _st_modules()
-        st_dir = workdir / "sentence-transformers"
-        transformer = transformer_cls(str(hf_dir), max_seq_length=model.max_seq_len)
-        pooling = pooling_cls(model.hidden_size, pooling_mode=model.pooling.value)
-        SentenceTransformer(modules=[transformer, pooling, normalize()], device="cpu").save(str(st_dir))
-        if Peer.ST_ONNX in peers:
-            # the ONNX backend exports on first load; saving keeps onnx/model.onnx for later loads
-            st = SentenceTransformer(
-                str(st_dir), backend="onnx", model_kwargs={"provider": "CPUExecutionProvider"}
-            )
-            st.save(str(st_dir))
-            del st
+    st_peers = [p for p in (Peer.ST_TORCH, Peer.ST_ONNX) if p in peers]
+    if st_peers:
+        target = workdir / "sentence-transformers"
+        if attempt(st_peers, lambda: _export_st(model, hf_dir, target, onnx=False)):
+            st_dir = target
+            if Peer.ST_ONNX in st_peers:
+                attempt([Peer.ST_ONNX], lambda: _export_st(model, hf_dir, target, onnx=True))
     optimum: dict[Peer, tuple[Path, str]] = {}
-    wanted = [p for p in (Peer.OPTIMUM_FP32, Peer.OPTIMUM_INT8, Peer.OPTIMUM_INT8_PER_TENSOR) if p in peers]
-    if wanted:
-        from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTQuantizer
-        from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-        fp32_dir = workdir / "optimum-fp32"
-        ORTModelForFeatureExtraction.from_pretrained(str(hf_dir), export=True).save_pretrained(str(fp32_dir))
-        model.tokenizer.save_pretrained(str(fp32_dir))
-        optimum[Peer.OPTIMUM_FP32] = (fp32_dir, "model.onnx")
-        for peer, per_channel in ((Peer.OPTIMUM_INT8, True), (Peer.OPTIMUM_INT8_PER_TENSOR, False)):
-            if peer not in wanted:
-                continue
-            out = workdir / peer.value
-            qconfig = AutoQuantizationConfig.avx2(is_static=False, per_channel=per_channel)
-            ORTQuantizer.from_pretrained(str(fp32_dir)).quantize(
-                save_dir=str(out), quantization_config=qconfig
+    for peer in (Peer.OPTIMUM_FP32, Peer.OPTIMUM_INT8, Peer.OPTIMUM_INT8_PER_TENSOR):
+        if peer in peers:
+            attempt(
+                [peer],
+                lambda peer=peer: optimum.__setitem__(peer, _export_optimum(model, hf_dir, workdir, peer)),
             )
-            model.tokenizer.save_pretrained(str(out))
-            optimum[peer] = (out, "model_quantized.onnx")
     return PeerSetup(
         checkpoint=checkpoint,
         hf_dir=hf_dir,
@@ -437,9 +474,13 @@ def build_peers(
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mtst-bench-peers-")))
-        setup = prepare_peer_files(reference.model, reference.checkpoint, usable, workdir)
+        failed: dict[Peer, str] = {}
+        setup = prepare_peer_files(reference.model, reference.checkpoint, usable, workdir, failed=failed)
         systems: list[System] = []
         for peer in usable:
+            if peer in failed:
+                skipped[PEER_NAMES[peer]] = failed[peer]
+                continue
             try:
                 if peer is Peer.TORCH:
                     systems.append(reference.system(batch_size))
@@ -453,6 +494,7 @@ def build_peers(
                     systems.append(
                         _st_system(peer, setup, threads=threads, spinning=spinning, batch_size=batch_size)
                     )
-            except (ImportError, MissingExtraError) as exc:
-                skipped[PEER_NAMES[peer]] = f"cannot load: {exc}"
+            except Exception as exc:  # as above: reported in the run's "skipped", with the error
+                skipped[PEER_NAMES[peer]] = f"cannot load: {type(exc).__name__}: {exc}"
+                logger.warning("peer %s: cannot load: %s", peer.value, exc)
         yield systems, skipped, setup

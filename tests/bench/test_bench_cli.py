@@ -132,3 +132,23 @@ def test_missing_peer_library_is_skipped_with_install_hint(
     ) as (systems, skipped, _):
         assert [s.name for s in systems] == ["torch eager fp32"]
         assert skipped == {"optimum int8 per-channel": "not installed: optimum (pip install 'mtst[compare]')"}
+
+
+def test_peer_export_failure_is_skipped_with_the_error(
+    bench_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mtst.bench import peers
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("no ONNX config for this architecture")
+
+    monkeypatch.setattr(peers, "_export_optimum", broken)
+    ref = peers.TorchReference(bench_checkpoint, threads=1)
+    with peers.build_peers(
+        ref, peers.parse_compare("torch,optimum-fp32"), threads=1, spinning=False, batch_size=8
+    ) as (systems, skipped, setup):
+        assert [s.name for s in systems] == ["torch eager fp32"]
+        assert skipped == {
+            "optimum fp32": "export failed: RuntimeError: no ONNX config for this architecture"
+        }
+        assert setup.optimum == {}
