@@ -309,6 +309,13 @@ def _pyplot() -> Any:
     return plt
 
 
+def _ticks(fn: Any) -> Any:
+    """A matplotlib tick formatter from a function (imported here: matplotlib is optional)."""
+    from matplotlib.ticker import FuncFormatter
+
+    return FuncFormatter(fn)
+
+
 def write_plots(report: dict[str, Any], out: Path) -> list[str]:
     """PNG files for the scenarios in ``report``; returns their names (relative to ``out``)."""
     plt = _pyplot()
@@ -322,6 +329,9 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
             y = np.arange(1, len(x) + 1) / len(x)
             ax.plot(x, y, label=name, lw=1.6 if name.startswith("mtst") else 1.1)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_ticks(lambda v, _pos: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(_ticks(lambda v, _pos: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
+        ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel("latency per request, ms (log scale)")
         ax.set_ylabel("share of requests")
         ax.set_title("Realtime closed loop, batch 1, end to end")
@@ -340,6 +350,7 @@ def write_plots(report: dict[str, Any], out: Path) -> list[str]:
         ax.barh(names, vals, color=colors)
         for i, v in enumerate(vals):
             ax.text(v, i, f" {v:.0f}", va="center", fontsize=8)
+        ax.set_xlim(0, max(vals) * 1.12)
         ax.invert_yaxis()
         ax.set_xlabel("sentences per second")
         ax.set_title(
