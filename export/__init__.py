@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 from .bundle import ExportReport, VariantReport, encoder_fingerprint, verify_bundle
-from .pipeline import export_bundle, export_heads
+from .heads_only import export_heads
+from .pipeline import export_bundle
 
 __all__ = [
     "ExportReport",

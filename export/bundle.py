@@ -11,11 +11,11 @@ import hashlib
 import json
 import os
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtst.errors import CheckpointError, ConfigError
 from mtst.runtime.manifest import (
@@ -32,14 +32,21 @@ from mtst.runtime.manifest import (
 )
 from mtst.tasks import TaskKind
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .guard import GuardResult
+
 __all__ = [
     "QUANTIZE_CHOICES",
     "ExportReport",
     "VariantReport",
+    "build_provenance",
     "encoder_fingerprint",
     "graph_file",
+    "guard_mode",
     "parse_precisions",
+    "variant_report",
     "verify_bundle",
+    "with_parity",
     "write_tokenizer",
 ]
 
@@ -291,3 +298,59 @@ class ExportReport:
             lines.extend(f"    {v}" for v in self.parity_violations)
         lines.append(f"  accuracy guard: {self.guard}")
         return "\n".join(lines)
+
+
+def with_parity(v: Variant, result: dict[str, Any] | None) -> Variant:
+    if result is None:
+        return v
+    summary = {k: result[k] for k in ("embedding", "heads") if k in result}
+    return Variant(v.precision, v.layout, v.graphs, v.opset, {**v.details, "parity": summary})
+
+
+def variant_report(v: Variant, guard: GuardResult | None) -> VariantReport:
+    metrics: dict[str, dict[str, Any]] = {}
+    if guard is not None:
+        for s in guard.chosen.scores:
+            metrics[s.task] = {
+                "metric": s.metric,
+                "torch_fp32": s.reference,
+                "value": s.value,
+                "label_agreement": s.agreement,
+                "examples": s.examples,
+            }
+    return VariantReport(
+        precision=v.precision,
+        layout=v.layout,
+        graphs=dict(v.graphs),
+        bytes=dict(v.details.get("bytes", {})),
+        fusions=dict(v.details.get("fusions", {})),
+        fp32_groups=tuple(v.details.get("fp32_groups", ())),
+        metrics=metrics,
+        parity=dict(v.details.get("parity", {})),
+    )
+
+
+def guard_mode(enabled: bool, eval_sets: Mapping[str, Any], tasks: Mapping[str, Any]) -> str:
+    if not enabled:
+        return "off"
+    if len(eval_sets) == len(tasks):
+        return "metrics (validation data)"
+    if not eval_sets:
+        return "label agreement on real sentences (no validation data)"
+    return f"metrics for {sorted(eval_sets)}, label agreement for {sorted(set(tasks) - set(eval_sets))}"
+
+
+def build_provenance(meta: Mapping[str, Any], checkpoint: Path, options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "base_encoder": meta.get("backbone"),
+        "checkpoint": {
+            "path": str(checkpoint.resolve()),
+            "run_id": meta.get("run_id"),
+            "step": meta.get("step"),
+            "metrics": meta.get("metrics"),
+        },
+        "exported_at": now_utc(),
+        "versions": versions(),
+        "export_options": options,
+        "training_config": meta.get("config"),
+    }

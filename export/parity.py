@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from mtst.errors import DataError
-from mtst.runtime.manifest import Precision
+from mtst.runtime.manifest import Precision, Variant
 
 __all__ = [
     "BATCH_SIZES",
@@ -36,10 +36,13 @@ __all__ = [
     "ParityCase",
     "build_cases",
     "check_bounds",
+    "check_tokenizer",
     "compare_outputs",
     "load_sentences",
+    "parity_document",
     "parity_lengths",
     "run_parity",
+    "sentence_batches",
     "trace_length",
 ]
 
@@ -353,3 +356,55 @@ def sentence_batches(
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
         out.append(({k: feeds[k] for k in inputs}, real))
     return out
+
+
+def check_tokenizer(
+    hf_tokenizer: Any, bundle_tokenizer: Any, sentences: list[str], max_len: int
+) -> list[str]:
+    """The bundle's tokenizer.json must give the ids the torch model was fed."""
+    want = hf_tokenizer(sentences, truncation=True, max_length=max_len)["input_ids"]
+    bundle_tokenizer.enable_truncation(max_length=max_len)
+    try:
+        got = [e.ids for e in bundle_tokenizer.encode_batch(sentences)]
+    finally:
+        bundle_tokenizer.no_truncation()
+    bad = [i for i, (a, b) in enumerate(zip(want, got, strict=True)) if list(a) != list(b)]
+    if bad:
+        return [
+            f"tokenizer.json: ids differ from the checkpoint tokenizer's on {len(bad)} of "
+            f"{len(sentences)} sentences (first: {sentences[bad[0]]!r})"
+        ]
+    return []
+
+
+LENGTH_DOC = (
+    "'1': the first word-piece of a real sentence alone (no special tokens); short/long/max: even rows "
+    "are real text cut to exactly that many tokens, odd rows one real sentence truncated or padded"
+)
+
+
+def parity_document(
+    pool: list[str],
+    source: Path | None,
+    max_len: int,
+    trace_shape: tuple[int, int],
+    variants: Sequence[Variant],
+    results: dict[str, dict[str, Any]],
+    violations: list[str],
+    enforced: bool,
+) -> dict[str, Any]:
+    return {
+        "format": "mtst-parity",
+        "format_version": 1,
+        "reference": "torch fp32 (eval mode)",
+        "source": str(source) if source else None,
+        "sentences": pool,
+        "batch_sizes": list(BATCH_SIZES),
+        "lengths": parity_lengths(max_len),
+        "length_definitions": LENGTH_DOC,
+        "trace_shape": list(trace_shape),
+        "bounds": {v.key: asdict(PARITY_BOUNDS[v.precision]) for v in variants},
+        "variants": results,
+        "violations": violations,
+        "enforced": enforced,
+    }

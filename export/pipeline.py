@@ -21,12 +21,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mtst.errors import BundleError, ConfigError, ParityError
+from mtst.errors import ConfigError, ParityError
 from mtst.fsutil import atomic_directory, atomic_write_json
 from mtst.runtime.manifest import MANIFEST_NAME, Layout, Precision, Variant
 from mtst.tasks import TaskKind
@@ -35,16 +36,17 @@ from .bundle import (
     PARITY_FILE,
     TOKENIZER_FILE,
     ExportReport,
-    VariantReport,
     build_manifest,
+    build_provenance,
     encoder_fingerprint,
     graph_file,
+    guard_mode,
     head_infos,
-    now_utc,
     parse_precisions,
     share_modes,
+    variant_report,
     verify_bundle,
-    versions,
+    with_parity,
     write_tokenizer,
 )
 from .fusion import DEFAULT_OPT_LEVEL, encoder_geometry, fuse_graph
@@ -59,13 +61,13 @@ from .guard import (
 )
 from .onnx import DEFAULT_OPSET, TRACE_BATCH, GraphKind, check_opset, export_graph
 from .parity import (
-    BATCH_SIZES,
     PARITY_BOUNDS,
     POOL_SIZE,
     build_cases,
     check_bounds,
+    check_tokenizer,
     load_sentences,
-    parity_lengths,
+    parity_document,
     run_parity,
     sentence_batches,
     trace_length,
@@ -81,15 +83,11 @@ from .quantize import (
 )
 from .runners import OrtRunner, TorchRunner
 
-__all__ = ["default_sentence_file", "export_bundle", "export_heads"]
+__all__ = ["check_out", "default_sentence_file", "export_bundle"]
 
 logger = logging.getLogger(__name__)
 
 CALIBRATION_SENTENCES = 256
-_LENGTH_DOC = (
-    "'1': the first word-piece of a real sentence alone (no special tokens); short/long/max: even rows "
-    "are real text cut to exactly that many tokens, odd rows one real sentence truncated or padded"
-)
 
 
 def default_sentence_file(meta: Mapping[str, Any] | None = None) -> Path | None:
@@ -106,7 +104,7 @@ def default_sentence_file(meta: Mapping[str, Any] | None = None) -> Path | None:
     return None
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
+def check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise ConfigError(f"{out}: already exists (pass --overwrite / overwrite=True to replace it)")
     if out.exists() and not (out / MANIFEST_NAME).is_file() and any(out.iterdir()):
@@ -154,7 +152,7 @@ def export_bundle(
     checkpoint, out = Path(checkpoint), Path(out)
     precisions = parse_precisions(quantize)
     check_opset(opset)
-    _check_out(out, overwrite)
+    check_out(out, overwrite)
     if eval_limit is not None and eval_limit < 1:
         raise ConfigError(f"eval_limit {eval_limit!r}: expected a positive number of examples or None")
     calib_file = load_sentences(Path(calibration_data)) if calibration_data is not None else None
@@ -261,68 +259,27 @@ def export_bundle(
             if calibration
             else []
         )
+        work_graphs = _WorkGraphs(
+            bundle=tmp,
+            plain=plain,
+            fused=fused,
+            fusions=fusions,
+            optimized=optimize,
+            core_role=core_role,
+            head_graphs=head_graphs,
+            strip=tuple(strip),
+            layout=layout,
+            opset=opset,
+            inputs=inputs,
+            trace_len=trace_len,
+        )
         variants: list[Variant] = []
         for precision in precisions:
-            name = graph_file(core_role, precision)
-            dst = tmp / name
-            src = plain if precision is Precision.INT8_STATIC else fused
-            state: dict[str, Any] = {}
-
-            def build(groups: tuple[str, ...], *, precision=precision, src=src, dst=dst, state=state) -> Path:
-                if precision is Precision.FP32:
-                    shutil.copyfile(src, dst)
-                    state["options"], state["excluded"] = {}, ()
-                else:
-                    res = quantize_graph(
-                        precision, src, dst, exclude_groups=groups, calibration=calib_batches
-                    )
-                    state["options"], state["excluded"] = res.options, res.excluded_nodes
-                if strip:
-                    strip_outputs(dst, strip)
-                return dst
-
-            def variant_for(graphs_name: str = name, precision: Precision = precision) -> Variant:
-                return Variant(precision, layout, {core_role: graphs_name, **head_graphs}, opset)
-
-            def runner(_: Path, variant_for=variant_for) -> OrtRunner:
-                return OrtRunner(tmp, variant_for(), inputs)
-
-            _say(progress, f"export: building {precision.value}")
-            if scorer is not None:
-                groups_here = available_groups(src)
-                _, result = guarded_build(
-                    precision,
-                    build,
-                    runner,
-                    scorer,
-                    group_order=GROUP_ORDER if precision is not Precision.FP32 else (),
-                    available_groups=groups_here,
-                    start_groups=DEFAULT_FP32_GROUPS.get(precision, ()),
-                )
+            _say(progress, f"export: building {precision.value}" + (" and scoring it" if scorer else ""))
+            variant, result = _make_variant(precision, work_graphs, scorer=scorer, calibration=calib_batches)
+            variants.append(variant)
+            if result is not None:
                 guard_results[precision] = result
-                fp32_groups = result.chosen.excluded_groups
-            else:
-                fp32_groups = DEFAULT_FP32_GROUPS.get(precision, ())
-                build(fp32_groups)
-            details: dict[str, Any] = {
-                "fused": optimize and precision is not Precision.INT8_STATIC,
-                "fusions": fusions if precision is not Precision.INT8_STATIC else {},
-                "opt_level": DEFAULT_OPT_LEVEL if optimize else None,
-                "quantization": state["options"],
-                "fp32_groups": list(fp32_groups),
-                "fp32_nodes": list(state["excluded"]),
-                "bytes": {g: (tmp / g).stat().st_size for g in {name, *head_graphs.values()}},
-                "trace_shape": [TRACE_BATCH, trace_len],
-            }
-            if precision is Precision.INT8_STATIC:
-                details["source_graph"] = "unfused (TensorRT fuses itself and does not read ORT contrib ops)"
-            if precision is Precision.FP16:
-                details["cpu_fp32_fallback_ops"] = cpu_fp32_fallback_ops(dst)
-            if precision in guard_results:
-                details["guard"] = guard_results[precision].to_dict()
-            else:
-                details["guard"] = {"enabled": False}
-            variants.append(Variant(precision, layout, {core_role: name, **head_graphs}, opset, details))
 
         # ---- parity on the saved graphs
         heads = [(t.name, t.kind.value) for t in tasks.values()]
@@ -334,16 +291,16 @@ def export_bundle(
             parity_results = run_parity(
                 torch_ref, candidates, cases, heads, progress=_case_progress(progress)
             )
-            violations += _tokenizer_check(model.tokenizer, tokenizer, pool, max_len)
+            violations += check_tokenizer(model.tokenizer, tokenizer, pool, max_len)
             for v in variants:
                 violations += check_bounds(v.key, parity_results[v.key], PARITY_BOUNDS[v.precision])
             atomic_write_json(
                 tmp / PARITY_FILE,
-                _parity_doc(
+                parity_document(
                     pool,
                     sentence_file,
                     max_len,
-                    trace_len,
+                    (TRACE_BATCH, trace_len),
                     variants,
                     parity_results,
                     violations,
@@ -357,7 +314,7 @@ def export_bundle(
                 )
             for msg in violations:
                 logger.warning("parity (not enforced): %s", msg)
-        variants = [_with_parity(v, parity_results.get(v.key)) for v in variants]
+        variants = [with_parity(v, parity_results.get(v.key)) for v in variants]
 
         # ---- manifest last (it hashes every file), then the runtime's verifier
         manifest = build_manifest(
@@ -370,7 +327,7 @@ def export_bundle(
             heads=head_infos(tasks.values(), with_embedding=True),
             variants=variants,
             encoder_sha256=fingerprint,
-            provenance=_provenance(
+            provenance=build_provenance(
                 meta,
                 checkpoint,
                 {
@@ -396,16 +353,96 @@ def export_bundle(
     report = ExportReport(
         bundle=out,
         encoder_sha256=fingerprint,
-        variants=tuple(_variant_report(v, guard_results.get(v.precision)) for v in variants),
+        variants=tuple(variant_report(v, guard_results.get(v.precision)) for v in variants),
         parity_checked=parity_check and bool(pool),
         parity_violations=tuple(violations),
-        guard=_guard_mode(needs_guard, eval_sets, tasks),
+        guard=guard_mode(needs_guard, eval_sets, tasks),
     )
     logger.info("wrote bundle %s (%s)", out, ", ".join(v.key for v in variants))
     return report
 
 
 # ---------------------------------------------------------------------------------------------- helpers
+@dataclass(frozen=True, slots=True)
+class _WorkGraphs:
+    """What every variant is made from: the exported (and fused) encoder-side graph and the head graphs."""
+
+    bundle: Path  # the temporary bundle directory
+    plain: Path  # exposes token_states
+    fused: Path  # == plain without optimization
+    fusions: dict[str, int]
+    optimized: bool
+    core_role: str  # "model" or "encoder"
+    head_graphs: dict[str, str]  # split: role -> fp32 head graph file, shared by every variant
+    strip: tuple[str, ...]  # work outputs to remove from the final graph
+    layout: Layout
+    opset: int
+    inputs: tuple[str, ...]
+    trace_len: int
+
+
+def _make_variant(
+    precision: Precision,
+    g: _WorkGraphs,
+    *,
+    scorer: Scorer | None,
+    calibration: list[dict[str, np.ndarray]],
+) -> tuple[Variant, GuardResult | None]:
+    """Write the graph of one precision into the bundle (through the accuracy guard when on)."""
+    name = graph_file(g.core_role, precision)
+    dst = g.bundle / name
+    src = g.plain if precision is Precision.INT8_STATIC else g.fused
+    graphs = {g.core_role: name, **g.head_graphs}
+    made: dict[str, Any] = {}
+
+    def build(groups: tuple[str, ...]) -> Path:
+        if precision is Precision.FP32:
+            shutil.copyfile(src, dst)
+            made["options"], made["excluded"] = {}, ()
+        else:
+            res = quantize_graph(precision, src, dst, exclude_groups=groups, calibration=calibration)
+            made["options"], made["excluded"] = res.options, res.excluded_nodes
+        if g.strip:
+            strip_outputs(dst, g.strip)
+        return dst
+
+    def runner(_: Path) -> OrtRunner:
+        return OrtRunner(g.bundle, Variant(precision, g.layout, graphs, g.opset), g.inputs)
+
+    result: GuardResult | None = None
+    if scorer is not None:
+        _, result = guarded_build(
+            precision,
+            build,
+            runner,
+            scorer,
+            group_order=GROUP_ORDER if precision is not Precision.FP32 else (),
+            available_groups=available_groups(src),
+            start_groups=DEFAULT_FP32_GROUPS.get(precision, ()),
+        )
+        fp32_groups = result.chosen.excluded_groups
+    else:
+        fp32_groups = DEFAULT_FP32_GROUPS.get(precision, ())
+        build(fp32_groups)
+    static = precision is Precision.INT8_STATIC
+    details: dict[str, Any] = {
+        "fused": g.optimized and not static,
+        "fusions": {} if static else g.fusions,
+        "opt_level": DEFAULT_OPT_LEVEL if g.optimized else None,
+        "quantization": made["options"],
+        "fp32_groups": list(fp32_groups),
+        "fp32_nodes": list(made["excluded"]),
+        "bytes": {f: (g.bundle / f).stat().st_size for f in sorted(set(graphs.values()))},
+        "trace_shape": [TRACE_BATCH, g.trace_len],
+        "guard": result.to_dict() if result is not None else {"enabled": False},
+    }
+    if static:
+        details["source_graph"] = "unfused (TensorRT fuses itself and does not read ORT contrib ops)"
+    if precision is Precision.FP16:
+        details["cpu_fp32_fallback_ops"] = cpu_fp32_fallback_ops(dst)
+    return Variant(precision, g.layout, graphs, g.opset, details), result
+
+
 def _say(progress: Callable[[str], None] | None, msg: str) -> None:
     logger.info(msg)
     if progress:
@@ -434,243 +471,3 @@ def _calibration_from_config(meta: Mapping[str, Any], tasks: Mapping[str, Any]) 
             examples = load_examples(cfg.train, cfg.kind, data_root=data_root)
             texts += _spread(_example_texts(examples), per_task)
     return texts
-
-
-def _tokenizer_check(
-    hf_tokenizer: Any, bundle_tokenizer: Any, sentences: list[str], max_len: int
-) -> list[str]:
-    """The bundle's tokenizer.json must give the ids the torch model was fed."""
-    want = hf_tokenizer(sentences, truncation=True, max_length=max_len)["input_ids"]
-    bundle_tokenizer.enable_truncation(max_length=max_len)
-    try:
-        got = [e.ids for e in bundle_tokenizer.encode_batch(sentences)]
-    finally:
-        bundle_tokenizer.no_truncation()
-    bad = [i for i, (a, b) in enumerate(zip(want, got, strict=True)) if list(a) != list(b)]
-    if bad:
-        return [
-            f"{TOKENIZER_FILE}: ids differ from the checkpoint tokenizer's on {len(bad)} of "
-            f"{len(sentences)} sentences (first: {sentences[bad[0]]!r})"
-        ]
-    return []
-
-
-def _parity_doc(
-    pool: list[str],
-    source: Path | None,
-    max_len: int,
-    trace_len: int,
-    variants: list[Variant],
-    results: dict[str, dict[str, Any]],
-    violations: list[str],
-    enforced: bool,
-) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return {
-        "format": "mtst-parity",
-        "format_version": 1,
-        "reference": "torch fp32 (eval mode)",
-        "source": str(source) if source else None,
-        "sentences": pool,
-        "batch_sizes": list(BATCH_SIZES),
-        "lengths": parity_lengths(max_len),
-        "length_definitions": _LENGTH_DOC,
-        "trace_shape": [TRACE_BATCH, trace_len],
-        "bounds": {v.key: asdict(PARITY_BOUNDS[v.precision]) for v in variants},
-        "variants": results,
-        "violations": violations,
-        "enforced": enforced,
-    }
-
-
-def _with_parity(v: Variant, result: dict[str, Any] | None) -> Variant:
-    if result is None:
-        return v
-    summary = {k: result[k] for k in ("embedding", "heads") if k in result}
-    return Variant(v.precision, v.layout, v.graphs, v.opset, {**v.details, "parity": summary})
-
-
-def _variant_report(v: Variant, guard: GuardResult | None) -> VariantReport:
-    metrics: dict[str, dict[str, Any]] = {}
-    if guard is not None:
-        for s in guard.chosen.scores:
-            metrics[s.task] = {
-                "metric": s.metric,
-                "torch_fp32": s.reference,
-                "value": s.value,
-                "label_agreement": s.agreement,
-                "examples": s.examples,
-            }
-    return VariantReport(
-        precision=v.precision,
-        layout=v.layout,
-        graphs=dict(v.graphs),
-        bytes=dict(v.details.get("bytes", {})),
-        fusions=dict(v.details.get("fusions", {})),
-        fp32_groups=tuple(v.details.get("fp32_groups", ())),
-        metrics=metrics,
-        parity=dict(v.details.get("parity", {})),
-    )
-
-
-def _guard_mode(enabled: bool, eval_sets: Mapping[str, Any], tasks: Mapping[str, Any]) -> str:
-    if not enabled:
-        return "off"
-    if len(eval_sets) == len(tasks):
-        return "metrics (validation data)"
-    if not eval_sets:
-        return "label agreement on real sentences (no validation data)"
-    return f"metrics for {sorted(eval_sets)}, label agreement for {sorted(set(tasks) - set(eval_sets))}"
-
-
-def _provenance(meta: Mapping[str, Any], checkpoint: Path, options: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "base_encoder": meta.get("backbone"),
-        "checkpoint": {
-            "path": str(checkpoint.resolve()),
-            "run_id": meta.get("run_id"),
-            "step": meta.get("step"),
-            "metrics": meta.get("metrics"),
-        },
-        "exported_at": now_utc(),
-        "versions": versions(),
-        "export_options": options,
-        "training_config": meta.get("config"),
-    }
-
-
-# ---------------------------------------------------------------------------------------------- heads only
-def export_heads(
-    checkpoint: str | Path,
-    out: str | Path,
-    *,
-    encoder_from: str | Path,
-    opset: int = DEFAULT_OPSET,
-    overwrite: bool = False,
-    parity_check: bool = True,
-    parity_data: str | Path | None = None,
-) -> ExportReport:
-    """A ``heads`` layout bundle (kilobytes) for the encoder of the bundle at ``encoder_from``.
-
-    Refused unless the checkpoint's encoder weights hash to that bundle's ``encoder_sha256``: heads
-    trained on a frozen backbone are only valid on that backbone.
-    """
-    from mtst.checkpoint import load_model, read_meta
-
-    checkpoint, out, old_dir = Path(checkpoint), Path(out), Path(encoder_from)
-    check_opset(opset)
-    _check_out(out, overwrite)
-    old = verify_bundle(old_dir)
-    meta = read_meta(checkpoint)
-    fingerprint = encoder_fingerprint(checkpoint)
-    if old.encoder_sha256 != fingerprint:
-        raise BundleError(
-            f"{checkpoint}: encoder weights hash to {fingerprint}, but {old_dir} was exported from encoder "
-            f"{old.encoder_sha256}: heads trained on another encoder cannot run on it (export a full bundle)"
-        )
-    model = load_model(checkpoint).eval()
-    if model.pooling.value != old.pooling or model.hidden_size != old.embedding_dim:
-        raise BundleError(
-            f"{checkpoint}: pooling {model.pooling.value!r} / dim {model.hidden_size} differ from {old_dir}'s "
-            f"{old.pooling!r} / {old.embedding_dim}"
-        )
-    if not model.task_list(TaskKind.SENTENCE):
-        raise ConfigError(f"{checkpoint}: a heads-only bundle needs at least one sentence head (heads.onnx)")
-    tasks = dict(model.tasks)
-    sentence_file = Path(parity_data) if parity_data is not None else default_sentence_file(meta)
-    if sentence_file is None and parity_check:
-        raise ConfigError("no real sentences for parity: pass --parity-data FILE (one sentence a line)")
-    pool = load_sentences(sentence_file, limit=POOL_SIZE) if sentence_file is not None else []
-    trace_len = trace_length(model.max_seq_len)
-    violations: list[str] = []
-    with atomic_directory(out, overwrite=overwrite) as tmp:
-        graphs = {"heads": graph_file("heads", Precision.FP32)}
-        export_graph(model, tmp / graphs["heads"], GraphKind.HEADS, opset=opset, trace_len=trace_len)
-        if model.task_list(TaskKind.TOKEN):
-            graphs["token_heads"] = graph_file("token_heads", Precision.FP32)
-            export_graph(
-                model, tmp / graphs["token_heads"], GraphKind.TOKEN_HEADS, opset=opset, trace_len=trace_len
-            )
-        variant = Variant(
-            Precision.FP32,
-            Layout.HEADS,
-            graphs,
-            opset,
-            {"bytes": {g: (tmp / g).stat().st_size for g in graphs.values()}},
-        )
-        results: dict[str, dict[str, Any]] = {}
-        if pool:
-            from tokenizers import Tokenizer
-
-            tokenizer = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
-            tokenizer.no_padding()
-            tokenizer.no_truncation()
-            inputs = tuple(model.input_names)
-            cases = build_cases(
-                tokenizer,
-                pool,
-                max_seq_len=model.max_seq_len,
-                inputs=inputs,
-                pad_id=int(model.tokenizer.pad_token_id or 0),
-            )
-            torch_ref = TorchRunner(model)
-            ort_heads = OrtRunner(tmp, variant, inputs)
-
-            def candidate(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-                return ort_heads.run_heads(torch_ref(feeds))
-
-            heads = [(t.name, t.kind.value) for t in tasks.values()]
-            results = run_parity(
-                torch_ref, {variant.key: (Precision.FP32, candidate)}, cases, heads, embedding=False
-            )
-            violations = check_bounds(variant.key, results[variant.key], PARITY_BOUNDS[Precision.FP32])
-            atomic_write_json(
-                tmp / PARITY_FILE,
-                _parity_doc(
-                    pool,
-                    sentence_file,
-                    model.max_seq_len,
-                    trace_len,
-                    [variant],
-                    results,
-                    violations,
-                    parity_check,
-                ),
-            )
-            if violations and parity_check:
-                raise ParityError(f"{out}: heads disagree with torch:\n  " + "\n  ".join(violations))
-        variant = _with_parity(variant, results.get(variant.key))
-        manifest = build_manifest(
-            tmp,
-            inputs=old.inputs,
-            max_seq_len=old.max_seq_len,
-            pooling=old.pooling,
-            embedding_dim=old.embedding_dim,
-            pad_token_id=old.pad_token_id,
-            heads=head_infos(tasks.values(), with_embedding=False),
-            variants=[variant],
-            encoder_sha256=fingerprint,
-            provenance=_provenance(
-                meta,
-                checkpoint,
-                {
-                    "layout": "heads",
-                    "encoder_from": str(old_dir.resolve()),
-                    "opset": opset,
-                    "parity_check": parity_check,
-                },
-            ),
-            tokenizer=False,
-        )
-        (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
-        share_modes(tmp)
-        verify_bundle(tmp)
-    return ExportReport(
-        bundle=out,
-        encoder_sha256=fingerprint,
-        variants=(_variant_report(variant, None),),
-        parity_checked=parity_check and bool(pool),
-        parity_violations=tuple(violations),
-        guard="off (heads-only: fp32 heads on the unchanged encoder)",
-    )
