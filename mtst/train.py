@@ -739,10 +739,14 @@ class _Run:
         from safetensors.torch import load_file
 
         best = self.run_dir / "best"
+        tasks = list(self.data)
+        validation: dict[str, dict[str, float]] = {}
         if best.is_dir():
             self.model.load_state_dict(load_file(str(best / "model.safetensors")))
-        tasks = list(self.data)
-        validation = self.evaluate(tasks, "validation")
+            # scored when it was selected; evaluation is deterministic, so no second pass is needed
+            validation = json.loads((best / "mtst.json").read_text()).get("metrics", {}).get("validation", {})
+        if set(validation) != set(tasks):
+            validation = self.evaluate(tasks, "validation")
         test = self.evaluate(tasks, "test")
         atomic_write_json(
             self.run_dir / "test_metrics.json", {"best_step": self.state.best_step, "metrics": test}
