@@ -66,16 +66,16 @@ class ParityBounds:
 # fp32: ORT's fused kernels reorder float sums, nothing more: labels must agree and logits match.
 # Reduced precisions: embedding cosine limits that a correct export of all-MiniLM-L6-v2 stays inside
 # (measured: int8-dynamic min 0.977, int8-static min 0.96, fp16 min 0.99999 -- see README, Export) and a
-# broken graph does not (int8-static with the FFN output quantized: min 0.70). Their label agreement
-# is reported, not bounded: parity rows include single word-pieces and texts cut mid-sentence, where
-# heads sit on near-ties (a quickly trained Banking77 head in int8: 81% of the labels equal on the
-# batch-32 length-1 and max-length rows, 97-99% on its validation sentences). Labels of reduced
-# precisions are judged by the accuracy guard on validation data.
+# broken graph does not (int8-static with the FFN output quantized: min 0.70). Their label-agreement
+# limits are floors against broken graphs, not accuracy targets: parity rows include single
+# word-pieces and texts cut mid-sentence, where heads sit on near-ties (a quickly trained Banking77
+# head in int8: 81% of the labels equal on the batch-32 length-1 and max-length rows, 89% over all
+# rows, 97-99% on its validation sentences). The accuracy guard judges labels on validation data.
 PARITY_BOUNDS: dict[Precision, ParityBounds] = {
     Precision.FP32: ParityBounds(0.9999, 0.99999, 0.99, 1e-3),
-    Precision.FP16: ParityBounds(0.995, 0.999, None, None),
-    Precision.INT8_DYNAMIC: ParityBounds(0.96, 0.985, None, None),
-    Precision.INT8_STATIC: ParityBounds(0.93, 0.97, None, None),
+    Precision.FP16: ParityBounds(0.995, 0.999, 0.97, None),
+    Precision.INT8_DYNAMIC: ParityBounds(0.96, 0.985, 0.80, None),
+    Precision.INT8_STATIC: ParityBounds(0.93, 0.97, 0.75, None),
 }
 
 

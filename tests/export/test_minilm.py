@@ -78,7 +78,7 @@ def test_fp32_and_int8_fused_pass_parity_and_the_accuracy_guard(
     assert f["embedding"]["cos_min"] > 0.9999 and f["heads"]["intent"]["label_agreement"] == 1.0
     assert f["heads"]["ner"]["relative_max_abs_diff"] < 1e-3
     assert q["embedding"]["cos_min"] > 0.96 and q["embedding"]["cos_mean"] > 0.985
-    assert q["heads"]["intent"]["label_agreement"] >= 0.7 and q["heads"]["ner"]["label_agreement"] >= 0.9
+    assert q["heads"]["intent"]["label_agreement"] >= 0.8 and q["heads"]["ner"]["label_agreement"] >= 0.9
 
     # the guard scored both tasks on validation data, for every precision
     assert report.guard == "metrics (validation data)"
