@@ -144,3 +144,37 @@ def test_ort_runner_on_fp16_graph_agrees_with_fp32(
     for name in ("embedding", "intent", "ner"):
         assert b[name].dtype == np.float32
         np.testing.assert_allclose(a[name], b[name], atol=5e-3)
+
+
+def test_guard_scores_eval_data_files_with_each_tasks_metric(tiny_checkpoint, tmp_path, bench_corpus) -> None:
+    intent = tmp_path / "intent.csv"
+    intent.write_text(
+        "text,label\n"
+        + "".join(
+            f"{t},{lab}\n"
+            for t, lab in [("hi there", "greet"), ("bye now", "bye"), ("thanks a lot", "thanks")] * 5
+        )
+    )
+    ner = tmp_path / "ner.txt"
+    ner.write_text("Anna NNP B-NP B-PER\nlives VBZ B-VP O\nin IN B-PP O\nBerlin NNP B-NP B-LOC\n\n" * 4)
+    report = export_bundle(
+        tiny_checkpoint,
+        tmp_path / "b",
+        quantize=["none", "fp16"],
+        parity_data=bench_corpus,
+        eval_data={"intent": intent, "ner": ner},
+        max_metric_drop=0.2,
+    )
+    assert report.guard == "metrics (validation data)"
+    for v in report.variants:
+        assert v.metrics["intent"]["metric"] == "accuracy" and v.metrics["intent"]["examples"] == 15
+        assert v.metrics["ner"]["metric"] == "f1" and v.metrics["ner"]["examples"] == 4
+    fp32 = report.variants[0].metrics
+    assert (
+        fp32["intent"]["value"] == fp32["intent"]["torch_fp32"] and fp32["intent"]["label_agreement"] == 1.0
+    )
+    m = verify_bundle(tmp_path / "b")
+    assert m.provenance["export_options"]["eval_sets"]["intent"] == {
+        "source": str(intent.resolve()),
+        "examples": 15,
+    }
