@@ -115,6 +115,8 @@ def main(
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     mtst_logger = logging.getLogger("mtst")
     mtst_logger.addHandler(handler)
+    # some ONNX Runtime tools call logging.basicConfig(): keep our lines from printing twice
+    propagate, mtst_logger.propagate = mtst_logger.propagate, False
     mtst_logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
     bar = tqdm(total=None, bar_format="{desc} [{elapsed}]", disable=no_progress or not sys.stderr.isatty())
 
@@ -163,4 +165,5 @@ def main(
     finally:
         bar.close()
         mtst_logger.removeHandler(handler)
+        mtst_logger.propagate = propagate
     click.echo(report.summary())

@@ -367,10 +367,14 @@ def guarded_build(
         attempt = scorer.score(runner(path), groups)
         attempts.append(attempt)
         logger.info(
-            "guard %s, fp32 groups %s: %s",
+            "guard %s, fp32 groups %s: %s (%s)",
             precision.value,
             list(groups) or "none",
             "passed" if attempt.passed else "; ".join(attempt.failures),
+            ", ".join(
+                f"{s.task} {s.metric} {s.value:.4f} vs {s.reference:.4f}, agree {s.agreement:.4f}"
+                for s in attempt.scores
+            ),
         )
         if attempt.passed:
             return path, GuardResult(
