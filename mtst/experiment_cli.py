@@ -69,9 +69,9 @@ def main(
         out = output if output is not None else Path("runs") / exp.name
         if command is None:  # called from Python (tests): rebuild the command line from the options
             command = ["mtst-experiment", str(config), "--output", str(out)]
-            command += [f"--data-root={data_root}"] if data_root else []
-            command += [f"--only={o}" for o in only] + (["--resume"] if resume else [])
-            command += [f"--set={o}" for o in overrides]
+            command += ["--data-root", str(data_root)] if data_root else []
+            command += [x for o in only for x in ("--only", o)] + (["--resume"] if resume else [])
+            command += [x for o in overrides for x in ("--set", o)]
         result = run_experiment(
             exp, out, only=only or None, resume=resume, command=[shlex.quote(c) for c in command]
         )
