@@ -129,14 +129,14 @@ class GuardResult:
 
 def format_table(precision: Precision, attempts: Sequence[GuardAttempt]) -> str:
     lines = [
-        f"{'fp32 groups':28s} {'task':16s} {'metric':16s} {'torch':>8s} {precision.value:>12s} "
+        f"{'fp32 groups':32s} {'task':16s} {'metric':16s} {'torch':>8s} {precision.value:>12s} "
         f"{'drop':>8s} {'agree':>7s}"
     ]
     for a in attempts:
         groups = ",".join(a.excluded_groups) or "-"
         for s in a.scores:
             lines.append(
-                f"{groups:28s} {s.task:16s} {s.metric:16s} {s.reference:8.4f} {s.value:12.4f} "
+                f"{groups:32s} {s.task:16s} {s.metric:16s} {s.reference:8.4f} {s.value:12.4f} "
                 f"{s.drop:8.4f} {s.agreement:7.4f}"
             )
     return "\n".join(lines)
