@@ -31,7 +31,7 @@ from typing import Any, Union
 
 from mtst.data import DataSource
 from mtst.errors import ConfigError
-from mtst.tasks import HeadConfig, TaskKind
+from mtst.tasks import RESERVED_NAMES, HeadConfig, TaskKind
 
 __all__ = [
     "AugmentConfig",
@@ -314,6 +314,16 @@ class AugmentConfig:
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from mtst.augment import AUGMENTERS
+
+        if self.name not in AUGMENTERS:
+            raise ConfigError(f"augment: {self.name!r} is not one of {sorted(AUGMENTERS)}")
+        allowed = AUGMENTERS[self.name][2]
+        unknown = sorted(set(self.options) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"augment.{self.name}.options: unknown option(s) {unknown}; it takes {list(allowed)}"
+            )
         if not 0.0 < self.prob <= 1.0:
             raise ConfigError(f"augment.{self.name}.prob: expected a value in (0, 1], got {self.prob!r}")
 
@@ -338,6 +348,8 @@ class TaskConfig:
             raise ConfigError(
                 f"tasks: name {self.name!r}: expected lower-case letters, digits and '_', starting with a letter"
             )
+        if self.name in RESERVED_NAMES:
+            raise ConfigError(f"tasks: name {self.name!r} is reserved (it names a graph input or output)")
         _coerce_enum(self, "kind", TaskKind, f"tasks.{self.name}.kind")
         _coerce_tuple(self, "augment")
         if self.validation is None and not 0.0 < self.validation_fraction <= 0.5:
