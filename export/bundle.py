@@ -283,10 +283,11 @@ class ExportReport:
                     f"max|diff| {emb['max_abs_diff']:.2e}"
                 )
             for name, h in v.parity.get("heads", {}).items():
-                agree = h["label_agreement"]
+                whole, every = h["label_agreement"], h["label_agreement_all_rows"]
                 lines.append(
                     f"    parity {name}: max|diff| {h['max_abs_diff']:.3g}, label agreement "
-                    f"{'n/a' if agree is None else f'{agree:.4f}'} ({h['labels_compared']} labels)"
+                    f"{'n/a' if whole is None else f'{whole:.4f}'} on whole sentences ({h['labels_compared']}), "
+                    f"{'n/a' if every is None else f'{every:.4f}'} on all rows ({h['labels_compared_all_rows']})"
                 )
             for task, m in v.metrics.items():
                 lines.append(
