@@ -38,22 +38,31 @@ finished is kept.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import math
+import os
 import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtst.config import TrainConfig, apply_overrides, config_from_dict, read_config_file
+from mtst.config import TrainConfig
 from mtst.errors import ConfigError, MtstError
+from mtst.experiment_config import (
+    ExperimentConfig,
+    ExportOptions,
+    LatencyConfig,
+    ModelPlan,
+    VariantConfig,
+    VariantKind,
+    load_experiment,
+    plan_models,
+    variant_config,
+)
 from mtst.fsutil import atomic_write_json, atomic_write_text
 
 __all__ = [
@@ -65,358 +74,16 @@ __all__ = [
     "VariantConfig",
     "VariantKind",
     "load_experiment",
+    "model_dir",
     "plan_models",
     "run_experiment",
+    "variant_config",
 ]
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = {"fp32": "fp32", "none": "fp32", "int8": "int8-dynamic", "int8-dynamic": "int8-dynamic"}
-PRECISIONS.update({"fp16": "fp16", "int8-static": "int8-static"})
 _QUANTIZE = {"fp32": "none", "int8-dynamic": "int8", "fp16": "fp16", "int8-static": "int8-static"}
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-class VariantKind(str, Enum):
-    MULTITASK = "multitask"  # one model, every task of the variant
-    SEPARATE = "separate"  # one model per task
-
-
-@dataclass(frozen=True)
-class VariantConfig:
-    name: str
-    kind: VariantKind = VariantKind.MULTITASK
-    description: str = ""
-    tasks: tuple[str, ...] = ()  # a subset of the base's tasks (default: all)
-    overrides: Mapping[str, Any] = field(default_factory=dict)  # key path -> value, like --set
-    budget_from: str | None = None  # separate: per-task steps of this multitask variant
-    precisions: tuple[str, ...] | None = None  # default: the experiment's (multitask), fp32 (separate)
-
-
-@dataclass(frozen=True)
-class LatencyConfig:
-    """CPU latency per sentence: batch 1, ``mtst.runtime.Engine.predict`` end to end, median."""
-
-    sentences: int = 200  # real validation sentences, taken in turn from every task
-    threads: int = 1  # ONNX Runtime intra-op threads
-    warmup: int = 5
-
-
-@dataclass(frozen=True)
-class ExportOptions:
-    """Options of :func:`mtst.export.export_bundle` for every model of the experiment."""
-
-    accuracy_guard: bool = True
-    parity_check: bool = True
-    eval_limit: int = 2000  # validation examples a task for the guard
-    max_metric_drop: float = 0.005
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    name: str
-    path: Path
-    base: dict[str, Any]  # the raw run config with `set` and CLI overrides applied
-    variants: tuple[VariantConfig, ...]
-    precisions: tuple[str, ...] = ("fp32", "int8-dynamic", "fp16")
-    max_steps: int | None = None
-    latency: LatencyConfig = field(default_factory=LatencyConfig)
-    export: ExportOptions = field(default_factory=ExportOptions)
-    raw: dict[str, Any] = field(default_factory=dict)  # the file's mapping (after extends)
-
-    def variant(self, name: str) -> VariantConfig:
-        for v in self.variants:
-            if v.name == name:
-                return v
-        raise ConfigError(
-            f"variant {name!r}: not in {self.path} (variants: {[v.name for v in self.variants]})"
-        )
-
-    def precisions_of(self, variant: VariantConfig) -> tuple[str, ...]:
-        if variant.precisions is not None:
-            return variant.precisions
-        return self.precisions if variant.kind is VariantKind.MULTITASK else ("fp32",)
-
-
-@dataclass(frozen=True)
-class ModelPlan:
-    """One training run of a variant: ``main`` (multitask) or a task name (separate)."""
-
-    variant: str
-    name: str
-    config: TrainConfig  # with the test splits: the final evaluation reads them from here
-
-    @property
-    def train_config(self) -> TrainConfig:
-        """What ``mtst-train`` gets: the same config without test splits."""
-        tasks = tuple(dataclasses.replace(t, test=None) for t in self.config.tasks)
-        return dataclasses.replace(self.config, tasks=tasks)
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return tuple(t.name for t in self.config.tasks)
-
-
-# ---------------------------------------------------------------------------------------------- config
-_TOP_KEYS = ("name", "extends", "base", "set", "max_steps", "precisions", "latency", "export", "variants")
-_VARIANT_KEYS = ("name", "kind", "description", "tasks", "set", "budget_from", "precisions")
-
-
-def _check_keys(data: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
-    unknown = [k for k in data if k not in allowed]
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}; allowed keys: {sorted(allowed)}")
-
-
-def _read_with_extends(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    path = path.resolve()
-    if path in seen:
-        raise ConfigError(f"{path}: extends itself (through {[str(p) for p in seen]})")
-    data = read_config_file(path)
-    _check_keys(data, _TOP_KEYS, str(path))
-    parent_ref = data.pop("extends", None)
-    if parent_ref is None:
-        data = dict(data)
-        if isinstance(data.get("base"), str):
-            data["base"] = str((path.parent / data["base"]).resolve())
-        return data
-    if not isinstance(parent_ref, str):
-        raise ConfigError(f"{path}: extends: expected a file name, got {parent_ref!r}")
-    parent = _read_with_extends(path.parent / parent_ref, (*seen, path))
-    out = {**parent, **{k: v for k, v in data.items() if k != "set"}}
-    if isinstance(data.get("base"), str):
-        out["base"] = str((path.parent / data["base"]).resolve())
-    out["set"] = [
-        *_string_list(parent.get("set"), f"{path}: set"),
-        *_string_list(data.get("set"), f"{path}: set"),
-    ]
-    return out
-
-
-def _string_list(value: Any, where: str) -> list[str]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where}: expected a list of 'KEY=VALUE' strings, got {value!r}")
-    return list(value)
-
-
-def _precision(value: Any, where: str) -> str:
-    key = str(value).strip().lower()
-    if key not in PRECISIONS:
-        raise ConfigError(f"{where}: {value!r} is not one of {sorted(PRECISIONS)}")
-    return PRECISIONS[key]
-
-
-def _precisions(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        raise ConfigError(f"{where}: expected a non-empty list such as [fp32, int8, fp16], got {value!r}")
-    out = tuple(dict.fromkeys(_precision(v, f"{where}[{i}]") for i, v in enumerate(value)))
-    if "fp32" not in out:
-        raise ConfigError(f"{where}: fp32 is the reference every other precision is read against; add it")
-    return out
-
-
-def _small_dataclass(cls: Any, data: Any, where: str) -> Any:
-    if data is None:
-        return cls()
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    _check_keys(data, list(fields), where)
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        default = getattr(cls(), name)
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-        else:
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-        if not ok:
-            kind = (
-                "true or false"
-                if isinstance(default, bool)
-                else f"a {type(default).__name__} >= {1 if isinstance(default, int) else 0}"
-            )
-            raise ConfigError(f"{where}.{name}: expected {kind}, got {value!r}")
-        kwargs[name] = value
-    return cls(**kwargs)
-
-
-def _variant(data: Any, index: int, path: Path, task_names: Sequence[str]) -> VariantConfig:
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: variants[{index}]: expected a mapping with a name, got {data!r}")
-    name = data.get("name")
-    where = f"{path}: variants.{name}" if isinstance(name, str) else f"{path}: variants[{index}]"
-    _check_keys(data, _VARIANT_KEYS, where)
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ConfigError(
-            f"{where}: name {name!r}: expected lower-case letters, digits, '-' or '_' (a folder name)"
-        )
-    try:
-        kind = VariantKind(data.get("kind", "multitask"))
-    except ValueError:
-        raise ConfigError(
-            f"{where}.kind: {data.get('kind')!r} is not one of {[k.value for k in VariantKind]}"
-        ) from None
-    tasks = data.get("tasks") or []
-    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
-        raise ConfigError(f"{where}.tasks: expected a list of task names, got {tasks!r}")
-    unknown = [t for t in tasks if t not in task_names]
-    if unknown:
-        raise ConfigError(f"{where}.tasks: unknown task(s) {unknown}; the base has {list(task_names)}")
-    overrides = data.get("set") or {}
-    if not isinstance(overrides, Mapping) or not all(isinstance(k, str) for k in overrides):
-        raise ConfigError(f"{where}.set: expected a mapping of config keys to values, got {overrides!r}")
-    budget = data.get("budget_from")
-    if kind is VariantKind.SEPARATE and not isinstance(budget, str):
-        raise ConfigError(
-            f"{where}.budget_from: a separate variant needs the multitask variant whose per-task steps "
-            f"it matches, got {budget!r}"
-        )
-    if kind is VariantKind.MULTITASK and budget is not None:
-        raise ConfigError(f"{where}.budget_from: only used by kind 'separate'")
-    precisions = data.get("precisions")
-    return VariantConfig(
-        name=name,
-        kind=kind,
-        description=str(data.get("description") or ""),
-        tasks=tuple(tasks),
-        overrides=dict(overrides),
-        budget_from=budget,
-        precisions=_precisions(precisions, f"{where}.precisions") if precisions is not None else None,
-    )
-
-
-def load_experiment(
-    path: str | Path, *, overrides: Sequence[str] = (), data_root: str | Path | None = None
-) -> ExperimentConfig:
-    """Read and validate an experiment config; every variant's run config is built once to fail early.
-
-    ``overrides`` (``--set``) and ``data_root`` (``--data-root``) apply to the base, before the variants.
-    """
-    path = Path(path)
-    raw = _read_with_extends(path)
-    base_ref = raw.get("base")
-    if isinstance(base_ref, str):
-        base = read_config_file(Path(base_ref))
-    elif isinstance(base_ref, Mapping):
-        base = dict(base_ref)
-    else:
-        raise ConfigError(
-            f"{path}: base: expected a run config (a mapping) or its file name, got {base_ref!r}"
-        )
-    try:
-        base = apply_overrides(base, [*_string_list(raw.get("set"), "set"), *overrides])
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
-    if data_root is not None:
-        base["data_root"] = str(data_root)
-    if base.get("data_root") is not None:  # mtst-train reads it relative to the working directory
-        base["data_root"] = str(Path(str(base["data_root"])).expanduser().resolve())
-    tasks = base.get("tasks")
-    if not isinstance(tasks, list) or not tasks:
-        raise ConfigError(f"{path}: base.tasks: expected a list of tasks")
-    task_names = [str(t.get("name")) for t in tasks if isinstance(t, Mapping)]
-    variants_raw = raw.get("variants")
-    if not isinstance(variants_raw, list) or not variants_raw:
-        raise ConfigError(f"{path}: variants: expected a non-empty list of variants")
-    variants = tuple(_variant(v, i, path, task_names) for i, v in enumerate(variants_raw))
-    names = [v.name for v in variants]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise ConfigError(f"{path}: variants: duplicate names {dupes}")
-    max_steps = raw.get("max_steps")
-    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-        raise ConfigError(f"{path}: max_steps: expected an integer >= 1 or null, got {max_steps!r}")
-    name = raw.get("name") or path.stem
-    if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name):
-        raise ConfigError(f"{path}: name: {name!r} must be letters, digits, '_', '.', '-' (a folder name)")
-    export = _small_dataclass(ExportOptions, raw.get("export"), f"{path}: export")
-    if not 0.0 <= export.max_metric_drop < 1.0:
-        raise ConfigError(
-            f"{path}: export.max_metric_drop: expected a value in [0, 1), got {export.max_metric_drop!r}"
-        )
-    exp = ExperimentConfig(
-        name=name,
-        path=path,
-        base=base,
-        variants=variants,
-        precisions=_precisions(raw["precisions"], f"{path}: precisions")
-        if "precisions" in raw
-        else ("fp32", "int8-dynamic", "fp16"),
-        max_steps=max_steps,
-        latency=_small_dataclass(LatencyConfig, raw.get("latency"), f"{path}: latency"),
-        export=export,
-        raw=raw,
-    )
-    by_name = {v.name: v for v in variants}
-    for v in variants:
-        if v.budget_from is not None:
-            ref = by_name.get(v.budget_from)
-            if ref is None or ref.kind is not VariantKind.MULTITASK:
-                raise ConfigError(
-                    f"{path}: variants.{v.name}.budget_from: {v.budget_from!r} is not a multitask variant of "
-                    f"this experiment ({[x.name for x in variants if x.kind is VariantKind.MULTITASK]})"
-                )
-        plan_models(exp, v, budget={t: 1 for t in task_names})  # validates the run config(s)
-    return exp
-
-
-def variant_config(exp: ExperimentConfig, variant: VariantConfig) -> TrainConfig:
-    """The base with the variant's task subset and overrides, run id ``<experiment>-<variant>``."""
-    raw = dict(exp.base)
-    if variant.tasks:
-        raw["tasks"] = [t for t in raw["tasks"] if isinstance(t, Mapping) and t.get("name") in variant.tasks]
-    items = [f"{k}={json.dumps(v)}" for k, v in variant.overrides.items()]
-    where = f"{exp.path}: variants.{variant.name}.set"
-    try:
-        raw = apply_overrides(raw, items)
-        raw["run_id"] = f"{exp.name}-{variant.name}"[:128]
-        if exp.max_steps is not None:  # like mtst-train --max-steps: the cap holds in every stage too
-            raw["optim"] = {
-                **(raw.get("optim") or {}),
-                "max_steps": min(exp.max_steps, (raw.get("optim") or {}).get("max_steps") or exp.max_steps),
-            }
-            raw["stages"] = [
-                {**s, "max_steps": min(exp.max_steps, s.get("max_steps") or exp.max_steps)}
-                if isinstance(s, Mapping)
-                else s
-                for s in raw.get("stages") or []
-            ]
-        return config_from_dict(raw)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def plan_models(
-    exp: ExperimentConfig, variant: VariantConfig, *, budget: Mapping[str, int] | None = None
-) -> tuple[ModelPlan, ...]:
-    """The training runs of ``variant``; a separate variant needs ``budget`` (task -> steps)."""
-    from mtst.compare import single_task_config
-
-    cfg = variant_config(exp, variant)
-    if variant.kind is VariantKind.MULTITASK:
-        return (ModelPlan(variant.name, "main", cfg),)
-    if cfg.stages:
-        raise ConfigError(f"{exp.path}: variants.{variant.name}: a separate variant cannot have stages")
-    if budget is None:
-        raise ConfigError(
-            f"variant {variant.name!r}: the per-task budget of {variant.budget_from!r} is not known yet"
-        )
-    plans = []
-    for tc in cfg.tasks:
-        if tc.name not in budget:
-            raise ConfigError(
-                f"variant {variant.name!r}: {variant.budget_from!r} did not train task {tc.name!r}, so there "
-                "is no budget to match"
-            )
-        single = single_task_config(cfg, tc.name, steps=budget[tc.name])
-        plans.append(
-            ModelPlan(variant.name, tc.name, dataclasses.replace(single, run_id=f"{cfg.run_id}-{tc.name}"))
-        )
-    return tuple(plans)
+_TIME = re.compile(r"^\d\d:\d\d:\d\d ")  # mtst-train's log lines start with the time; ours do too
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -493,6 +160,7 @@ def run_experiment(
         "start": time.time(),
         "end": None,
         "only": [v.name for v in selected],
+        "load_at_start": _load(),
     }
     state["invocations"].append(invocation)
     state["config"] = exp.raw
@@ -544,7 +212,7 @@ def run_experiment(
 def _budget(exp: ExperimentConfig, v: VariantConfig, out: Path) -> dict[str, int]:
     assert v.budget_from is not None
     ref = exp.variant(v.budget_from)
-    trained = model_dir(out, ModelPlan(ref.name, "main", variant_config(exp, ref))) / "trained.json"
+    trained = out / "variants" / ref.name / "main" / "trained.json"
     if not trained.is_file():
         raise ConfigError(
             f"variant {v.name!r} matches the per-task steps of {ref.name!r}, which has not finished training "
@@ -577,6 +245,8 @@ def _train_model(exp: ExperimentConfig, plan: ModelPlan, out: Path, events: Even
         logger.info("%s/%s: trained already (%s)", plan.variant, plan.name, trained)
         return
     mdir.mkdir(parents=True, exist_ok=True)
+    for stale in ("exported.json", "test.json"):  # from an earlier training of this model
+        (mdir / stale).unlink(missing_ok=True)
     import yaml
 
     atomic_write_text(cfg_file, yaml.safe_dump(cfg_dict, sort_keys=False, allow_unicode=True))
@@ -599,7 +269,7 @@ def _train_model(exp: ExperimentConfig, plan: ModelPlan, out: Path, events: Even
     ]
     attempts.append({"start": time.time(), "end": None, "resume": resume})
     atomic_write_json(attempts_file, attempts)
-    events.add("train_start", variant=plan.variant, model=plan.name, resume=resume)
+    events.add("train_start", variant=plan.variant, model=plan.name, resume=resume, load=_load())
     logger.info(
         "%s/%s: training%s (log: %s)", plan.variant, plan.name, " (resumed)" if resume else "", log_file
     )
@@ -614,7 +284,7 @@ def _train_model(exp: ExperimentConfig, plan: ModelPlan, out: Path, events: Even
             log.flush()
             line = line.rstrip()
             tail = [*tail[-19:], line]
-            logger.info("[%s/%s] %s", plan.variant, plan.name, line)
+            logger.info("[%s/%s] %s", plan.variant, plan.name, _TIME.sub("", line))
         rc = proc.wait()
     attempts[-1]["end"] = time.time()
     attempts[-1]["returncode"] = rc
@@ -645,7 +315,7 @@ def _train_model(exp: ExperimentConfig, plan: ModelPlan, out: Path, events: Even
         "best_checkpoint": result["best_checkpoint"],
     }
     atomic_write_json(trained, summary)
-    events.add("train_end", variant=plan.variant, model=plan.name, steps=result["steps"])
+    events.add("train_end", variant=plan.variant, model=plan.name, steps=result["steps"], load=_load())
 
 
 def _parameters(plan: ModelPlan, checkpoint: Path) -> tuple[int, int]:
@@ -757,9 +427,9 @@ def _export_model(exp: ExperimentConfig, plan: ModelPlan, out: Path, events: Eve
     events.add("export_end", variant=plan.variant, model=plan.name, precisions=list(precisions))
 
 
-def median(values: Sequence[float]) -> float:
-    s = sorted(values)
-    n = len(s)
-    if not n:
-        return math.nan
-    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
+def _load() -> list[float] | None:
+    """The load average: a training time measured on a busy machine says so in events.jsonl."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover - not on Linux/macOS
+        return None

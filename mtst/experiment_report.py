@@ -111,6 +111,9 @@ def _notes(v: Any, precision: str, trained: Mapping[str, Any], exported: Mapping
                 notes.append(
                     f"{f['task']} val {f['before']:.4f} at the end of stage {f['stage']} → {f['after']:.4f} final"
                 )
+            weights = t.get("loss_weights") or {}
+            if any(abs(w - 1.0) > 1e-6 for w in weights.values()):
+                notes.append("loss weights " + " / ".join(f"{k} {w:.2f}" for k, w in weights.items()))
             if t.get("attempts", 1) > 1:
                 notes.append(f"{t['model']} resumed ({t['attempts']} attempts)")
     for name, e in exported.items():
