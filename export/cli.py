@@ -68,7 +68,14 @@ def _eval_data(values: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="Validation examples per task the guard scores (seeded sample).",
 )
-@click.option("--max-metric-drop", type=float, default=DEFAULT_MAX_METRIC_DROP, show_default=True)
+@click.option(
+    "--max-metric-drop",
+    type=float,
+    default=DEFAULT_MAX_METRIC_DROP,
+    show_default=True,
+    help="Largest drop of any task's metric vs torch fp32 before the guard keeps node groups in fp32 "
+    "(or refuses the variant).",
+)
 @click.option(
     "--min-label-agreement",
     type=float,
