@@ -415,6 +415,14 @@ class _Run:
             )
         trainable_params = [p for g in opt.param_groups for p in g["params"]]
         set_train_mode(model, plan)
+        # the lr schedule is a pure function of the stage step; recorded in checkpoints for the reader
+        self.schedule: dict[str, Any] = {
+            "kind": cfg.optim.schedule.value,
+            "total": total,
+            "warmup": warmup,
+            "min_lr_ratio": cfg.optim.min_lr_ratio,
+            "steps_per_epoch": steps_per_epoch,
+        }
 
         window = self.window
         t_start = time.perf_counter()
@@ -677,6 +685,11 @@ class _Run:
             "log_window": {"losses": self.window.losses, "samples": self.window.samples},
         }
         if opt is not None and sampler is not None:
+            state["scheduler"] = {
+                **self.schedule,
+                "stage_step": self.state.stage_step,
+                "epoch": self.state.stage_step / self.schedule["steps_per_epoch"],
+            }
             opt_tensors, opt_json = flatten_optimizer(opt)
             tensors.update(opt_tensors)
             state["optimizer"] = opt_json

@@ -55,6 +55,14 @@ def test_a_run_trains_logs_checkpoints_and_scores_test_once(make_config, tmp_pat
     }
     state_dir = run / "checkpoints" / "step-0000025" / "training_state"
     assert sorted(p.name for p in state_dir.iterdir()) == ["state.json", "tensors.safetensors"]
+    state = json.loads((state_dir / "state.json").read_text())
+    assert state["loop"]["step"] == 25 and state["scheduler"]["stage_step"] == 25
+    assert state["scheduler"]["total"] == 30 and state["scheduler"]["warmup"] == 2
+    assert {"optimizer", "sampler", "batchers", "augment_rng", "rng", "log_window"} <= set(state)
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(state_dir / "tensors.safetensors"))
+    assert tensors["rng.torch"].dtype == torch.uint8 and any(k.endswith(".exp_avg_sq") for k in tensors)
     meta = json.loads((run / "checkpoints" / "step-0000025" / "mtst.json").read_text())
     assert meta["step"] == 25 and meta["run_id"] == "tiny" and meta["data_root"] == cfg.data_root
     assert config_from_dict(meta["config"]) == cfg  # the resolved config travels with every checkpoint
