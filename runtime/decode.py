@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Entity", "bio_spans", "decode_entities", "word_starts"]
+__all__ = ["Entity", "bio_spans", "decode_entities", "entities_from_words", "word_starts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,22 +64,47 @@ def decode_entities(
     word_ids, offsets, tag_ids and tag_scores are per token (same length); offsets are character
     offsets into ``text``; ``tag_scores[i]`` is the probability of ``tag_ids[i]``.
     """
+    firsts = word_starts(word_ids)
+    return entities_from_words(
+        text,
+        word_ids,
+        offsets,
+        [labels[tag_ids[i]] for i in firsts],
+        [float(tag_scores[i]) for i in firsts],
+    )
+
+
+def entities_from_words(
+    text: str,
+    word_ids: Sequence[int | None],
+    offsets: Sequence[tuple[int, int]],
+    word_tags: Sequence[str],
+    word_scores: Sequence[float],
+    *,
+    spans: Sequence[tuple[str, int, int]] | None = None,
+) -> list[Entity]:
+    """Entities of one text from one tag (and its probability) per word, in word order.
+
+    word_ids and offsets are per token; ``word_tags[k]`` is the tag of the k-th word (the tag at its
+    first sub-token, see :func:`word_starts`); ``spans`` is ``bio_spans(word_tags)`` when the caller
+    has it already.
+    """
+    found = bio_spans(word_tags) if spans is None else spans
+    if not found:
+        return []
     # character span of every word: from its first sub-token's start to its last sub-token's end
-    spans: dict[int, list[int]] = {}
+    chars: dict[int, list[int]] = {}
     for i, w in enumerate(word_ids):
         if w is None:
             continue
         s, e = offsets[i]
-        if w in spans:
-            spans[w][1] = max(spans[w][1], e)
+        if w in chars:
+            chars[w][1] = max(chars[w][1], e)
         else:
-            spans[w] = [s, e]
-    firsts = word_starts(word_ids)
-    words = sorted(spans)
-    tags = [labels[tag_ids[i]] for i in firsts]
-    scores = [float(tag_scores[i]) for i in firsts]
+            chars[w] = [s, e]
+    words = sorted(chars)
     out: list[Entity] = []
-    for etype, a, b in bio_spans(tags):
-        start, end = spans[words[a]][0], spans[words[b - 1]][1]
-        out.append(Entity(text[start:end], etype, start, end, sum(scores[a:b]) / (b - a)))
+    for etype, a, b in found:
+        start, end = chars[words[a]][0], chars[words[b - 1]][1]
+        out.append(Entity(text[start:end], etype, start, end, sum(word_scores[a:b]) / (b - a)))
     return out

@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 _CHUNK = 4096  # texts tokenized at once: bounds memory for huge lists; results stream out in order
 _HEADS_ROWS = 4096  # embeddings per heads.onnx run
 _LAYOUT_ORDER = {Layout.SPLIT: 0, Layout.SINGLE: 1, Layout.HEADS: 2}  # split can do all single can
+_ONE_BATCH = (np.zeros(1, dtype=np.int64),)
 
 
 def choose_variant(
@@ -400,6 +401,8 @@ class Engine:
         return [hs.heads[n] for n in dict.fromkeys(names)]
 
     def _batches(self, lengths: np.ndarray) -> tuple[np.ndarray, ...]:
+        if len(lengths) == 1:  # batch-1 requests: nothing to plan
+            return _ONE_BATCH
         return plan_batches(lengths, max_batch=self.batch_size, max_tokens=self.max_batch_tokens).batches
 
     def _encode_embeddings(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -409,7 +412,7 @@ class Engine:
         runner = self._model or self._encoder
         assert runner is not None  # has an encoder: checked by _need_encoder
         out = np.empty((len(texts), self.embedding_dim), dtype=np.float32)
-        lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=len(encs))
+        lengths = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
         for idx in self._batches(lengths):
             feeds = tok.pad([encs[i] for i in idx])
             (emb,) = runner.session.run(["embedding"], {k: feeds[k] for k in self._feeds})
@@ -503,10 +506,15 @@ class Engine:
                     sent_logits[h.name] = lg
         else:
             encs, truncated = tok.encode(texts)
-            emb = np.empty((n, self.embedding_dim), dtype=np.float32)
-            for h in sent:
-                sent_logits[h.name] = np.empty((n, len(h.labels)), dtype=np.float32)
-            lengths = np.fromiter((len(e.ids) for e in encs), dtype=np.int64, count=n)
+            lengths = np.fromiter((len(e) for e in encs), dtype=np.int64, count=n)
+            batches = self._batches(lengths)
+            whole = len(batches) == 1 and n == 1  # one text: outputs are already in input order
+            emb = (
+                np.empty((0, 0), dtype=np.float32) if whole else np.empty((n, self.embedding_dim), np.float32)
+            )
+            if not whole:
+                for h in sent:
+                    sent_logits[h.name] = np.empty((n, len(h.labels)), dtype=np.float32)
             if self._model is not None:
                 names = ["embedding", *(h.output for h in sent), *(h.output for h in token)]
                 runner = self._model
@@ -514,14 +522,21 @@ class Engine:
                 assert self._encoder is not None
                 names = ["embedding", "token_states"]
                 runner = self._encoder
-            for idx in self._batches(lengths):
-                batch = [encs[i] for i in idx]
+            feeds_wanted = self._feeds
+            for idx in batches:
+                batch = encs if whole else [encs[i] for i in idx.tolist()]
                 feeds = tok.pad(batch)
-                outs = runner.session.run(names, {k: feeds[k] for k in self._feeds})
-                emb[idx] = outs[0]
+                outs = runner.session.run(names, {k: feeds[k] for k in feeds_wanted})
+                if whole:
+                    emb = outs[0]
+                else:
+                    emb[idx] = outs[0]
                 if self._model is not None:
                     for h, lg in zip(sent, outs[1 : 1 + len(sent)], strict=True):
-                        sent_logits[h.name][idx] = lg
+                        if whole:
+                            sent_logits[h.name] = lg
+                        else:
+                            sent_logits[h.name][idx] = lg
                     tok_logits = outs[1 + len(sent) :]
                 else:
                     assert hs.token_graph is not None
@@ -531,7 +546,7 @@ class Engine:
                 for h, lg in zip(token, tok_logits, strict=True):  # lg: (B, T, L)
                     for j, i in enumerate(idx.tolist()):
                         e = batch[j]
-                        row = lg[j, : len(e.ids)]
+                        row = lg[j, : len(e)]
                         per_item[i][h.name] = decode_tokens(texts[i], row, e.word_ids, e.offsets, h.labels)
                         if return_logits:
                             logits_out[i][h.name] = np.array(row, copy=True)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from mtst.runtime.decode import Entity, decode_entities
+from mtst.runtime.decode import Entity, bio_spans, entities_from_words, word_starts
 
 __all__ = [
     "Entity",
@@ -83,6 +85,12 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return z
 
 
+def _top_probability(row: list[float]) -> float:
+    """Softmax probability of the row's largest value: 1 / sum(exp(x - max))."""
+    top = max(row)
+    return 1.0 / math.fsum([math.exp(v - top) for v in row])
+
+
 def decode_sentence(logits: np.ndarray, labels: Sequence[str]) -> list[SentenceLabel]:
     """One SentenceLabel per row of ``logits`` ``(B, L)``."""
     probs = softmax(logits)  # (B, L)
@@ -94,6 +102,15 @@ def decode_sentence(logits: np.ndarray, labels: Sequence[str]) -> list[SentenceL
     ]
 
 
+@lru_cache(maxsize=64)
+def _entity_tags(labels: tuple[str, ...]) -> tuple[bool, ...]:
+    """Which tag ids can start or continue an entity (``B-*``/``I-*``); the rest read as outside."""
+    return tuple(lab.startswith(("B-", "I-")) for lab in labels)
+
+
+_NO_ENTITIES = TokenEntities(())
+
+
 def decode_tokens(
     text: str,
     logits: np.ndarray,
@@ -101,9 +118,23 @@ def decode_tokens(
     offsets: Sequence[tuple[int, int]],
     labels: Sequence[str],
 ) -> TokenEntities:
-    """Entities of one text from its token logits ``(T, L)`` (T = the text's own token count)."""
-    probs = softmax(logits)  # (T, L)
-    tag_ids = probs.argmax(axis=1)
-    tag_scores = probs[np.arange(len(tag_ids)), tag_ids]
-    ents = decode_entities(text, word_ids, offsets, tag_ids.tolist(), tag_scores.tolist(), labels)
-    return TokenEntities(tuple(ents))
+    """Entities of one text from its token logits ``(T, L)`` (T = the text's own token count).
+
+    A word's tag is the arg-max at its first sub-token; a text whose words all read as outside
+    returns before any probability is computed.
+    """
+    logits = np.asarray(logits)
+    tag_ids = logits.argmax(axis=1).tolist()  # (T,) the same arg-max as the softmax's
+    firsts = word_starts(word_ids)
+    word_tag_ids = [tag_ids[i] for i in firsts]
+    entity = _entity_tags(tuple(labels))
+    if not any(entity[t] for t in word_tag_ids):
+        return _NO_ENTITIES
+    tags = [labels[k] for k in word_tag_ids]
+    spans = bio_spans(tags)
+    # probabilities only for the words inside entities (the rest are never reported)
+    scores = [0.0] * len(tags)
+    for _, a, b in spans:
+        for k in range(a, b):
+            scores[k] = _top_probability(logits[firsts[k]].tolist())
+    return TokenEntities(tuple(entities_from_words(text, word_ids, offsets, tags, scores, spans=spans)))

@@ -124,12 +124,21 @@ class TextTokenizer:
     def pad(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:
         """int64 ``[batch, longest]`` arrays for the manifest's inputs, padded with ``pad_token_id``."""
         n = len(encodings)
-        longest = max((len(e.ids) for e in encodings), default=0)
+        types_wanted = "token_type_ids" in self.input_names
+        if n == 1:  # batch-1 requests (real-time serving): no padding, one conversion per input
+            e = encodings[0]
+            ids = np.array([e.ids], dtype=np.int64)  # (1, T)
+            feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+            if types_wanted:
+                feeds["token_type_ids"] = np.array([e.type_ids], dtype=np.int64)
+            return {name: feeds[name] for name in self.input_names}
+        # len(e) is the token count; e.ids builds a new Python list on every access
+        lengths = [len(e) for e in encodings]
+        longest = max(lengths, default=0)
         ids = np.full((n, longest), self.pad_token_id, dtype=np.int64)  # (B, T)
         mask = np.zeros((n, longest), dtype=np.int64)
-        types = np.zeros((n, longest), dtype=np.int64) if "token_type_ids" in self.input_names else None
-        for i, e in enumerate(encodings):
-            k = len(e.ids)
+        types = np.zeros((n, longest), dtype=np.int64) if types_wanted else None
+        for i, (e, k) in enumerate(zip(encodings, lengths, strict=True)):
             ids[i, :k] = e.ids
             mask[i, :k] = 1
             if types is not None:

@@ -138,7 +138,9 @@ def test_unknown_head_lists_heads(toy_single: Path) -> None:
         ConfigError, match=r"heads: unknown head\(s\) \['sentiment'\]; this engine has \['intent', 'ner'\]"
     ):
         engine.predict(["x"], heads=["intent", "sentiment"])
-    with pytest.raises(ConfigError, match=r"\['embedding'\]; .* \(the embedding is not a head: use embed\(\)"):
+    with pytest.raises(
+        ConfigError, match=r"\['embedding'\]; .* \(the embedding is not a head: use embed\(\)"
+    ):
         engine.predict(["x"], heads=["embedding"])
     with pytest.raises(TypeError, match=r"heads\[0\]: expected a head name \(str\), got int"):
         engine.predict(["x"], heads=[3])  # type: ignore[list-item]

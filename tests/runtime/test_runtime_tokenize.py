@@ -9,6 +9,7 @@ import pytest
 
 from mtst.errors import BundleError, ConfigError
 from mtst.runtime.batching import padding_waste, plan_batches
+from mtst.runtime.decode import decode_entities
 from mtst.runtime.results import SentenceLabel, decode_sentence, decode_tokens, softmax
 from mtst.runtime.tokenize import TextTokenizer, check_texts
 
@@ -55,6 +56,17 @@ def test_pad_dynamic_int64(tok: TextTokenizer) -> None:
     assert all(v.dtype == np.int64 and v.shape == (2, 5) for v in feeds.values())
     assert feeds["input_ids"][0].tolist() == [101, 7632, 102, 0, 0]
     assert feeds["attention_mask"][0].tolist() == [1, 1, 1, 0, 0]
+
+
+def test_pad_one_text_equals_the_batch_path(tok: TextTokenizer) -> None:
+    # batch-1 requests take a shorter path: same arrays as one row of a batch without padding
+    encs, _ = tok.encode(["hello there friend", "hi"])
+    one = tok.pad(encs[:1])
+    both = tok.pad(encs)
+    assert list(one) == list(INPUTS)
+    for name in INPUTS:
+        assert one[name].dtype == np.int64 and one[name].shape == (1, 5)
+        np.testing.assert_array_equal(one[name], both[name][:1])
 
 
 def test_pad_respects_manifest_inputs(minilm_tokenizer_json: Path) -> None:
@@ -179,3 +191,38 @@ def test_decode_tokens_uses_words_and_offsets(tok: TextTokenizer) -> None:
         ("Washington", "LOC", 22, 32),
     ]
     assert all(0.99 < e.score <= 1.0 for e in ents)
+
+
+def test_decode_tokens_equals_softmax_decoding(tok: TextTokenizer) -> None:
+    # decode_tokens skips the softmax where it can; entities and scores must stay those of the
+    # plain reading (softmax, arg-max per token, mean probability over an entity's words)
+    labels = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    rng = np.random.default_rng(0)
+    texts = ["Angela Merkel visited Washington", "the quick brown fox", "New York and Paris in June"]
+    encs, _ = tok.encode(texts)
+    seen_entities = seen_none = 0
+    for text, enc in zip(texts, encs, strict=True):
+        for scale in (0.5, 3.0):
+            logits = (rng.normal(size=(len(enc.ids), len(labels))) * scale).astype(np.float32)
+            logits[:, 0] += rng.choice([0.0, 40.0])  # some texts with every word outside
+            probs = softmax(logits)
+            want = decode_entities(
+                text, enc.word_ids, enc.offsets, probs.argmax(1).tolist(), probs.max(1).tolist(), labels
+            )
+            got = decode_tokens(text, logits, enc.word_ids, enc.offsets, labels).entities
+            assert [(e.text, e.label, e.start, e.end) for e in got] == [
+                (e.text, e.label, e.start, e.end) for e in want
+            ]
+            assert [e.score for e in got] == pytest.approx([e.score for e in want], abs=1e-6)
+            seen_entities += bool(want)
+            seen_none += not want
+    assert seen_entities and seen_none
+
+
+def test_decode_tokens_outside_tags_only() -> None:
+    # every word tagged outside (including a non-"O" outside tag): no entity
+    logits = np.array([[0.0, 9.0, 0.0], [5.0, 0.0, 0.0], [0.0, 0.0, 7.0], [0.0, 9.0, 0.0]], np.float32)
+    got = decode_tokens(
+        "ab cd", logits, [None, 0, 1, None], [(0, 0), (0, 2), (3, 5), (0, 0)], ["O", "X", "NONE"]
+    )
+    assert got.entities == ()
