@@ -307,11 +307,6 @@ def test_every_variant_has_a_row_per_precision_with_every_task(tiny_run) -> None
     # staged: the intent head and the encoder are frozen in stage b, so intent cannot change
     (forget,) = by[("staged", "fp32")]["forgetting"]
     assert forget["task"] == "intent" and forget["stage"] == "a-intent" and forget["change"] == 0.0
-    (moved,) = by[("staged-top2", "fp32")]["forgetting"]  # the top 2 layers moved: measured, whatever it is
-    assert (
-        moved["task"] == "intent"
-        and moved["after"] == by[("staged-top2", "fp32")]["validation"]["intent"]["accuracy"]
-    )
 
 
 @pytest.mark.slow
@@ -337,7 +332,7 @@ def test_the_table_and_the_files(tiny_run) -> None:
         assert f"](plots/val_{task}.png)" in md
     report = tiny_run["report"]
     assert report["system"]["cpu_model"] and report["system"]["logical_cpus"] >= 1 and report["wall_s"] > 0
-    assert report["latency"]["method"]["interleaved"] and len(report["latency"]["ms"]) == 10 * 3 + 3 + 1
+    assert report["latency"]["method"]["interleaved"] and len(report["latency"]["ms"]) == 8 * 3 + 3 + 1
     assert any("vs `separate`" in c for c in report["comparisons"])
     assert any("int8-dynamic vs fp32" in c for c in report["comparisons"])
     assert "| mt-proportional | int8-dynamic |" in tiny_run["output"]  # the CLI prints the table
@@ -393,7 +388,7 @@ def test_exported_precisions_were_evaluated_through_onnx_runtime(tiny_run, data_
 def test_the_test_split_is_read_only_after_every_model_is_trained_and_exported(tiny_run) -> None:
     calls, out = tiny_run["calls"], tiny_run["out"]
     kinds = [k for k, _ in calls]
-    assert kinds.count("train") == 10 + 3 + 1 and "test" in kinds
+    assert kinds.count("train") == 8 + 3 + 1 and "test" in kinds
     first_test = kinds.index("test")
     assert "train" not in kinds[first_test:]  # every training run came before the first test read
     assert {p for k, p in calls if k == "test"} == {
