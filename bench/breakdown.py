@@ -28,6 +28,7 @@ import numpy as np
 import onnxruntime as ort
 
 from mtst.runtime.manifest import Layout
+from mtst.runtime.providers import CPU_DISABLED_OPTIMIZERS, Provider
 
 from .engines import MtstSystem
 from .timing import interleaved, summarize
@@ -47,7 +48,13 @@ def _sessions(ms: MtstSystem, *, profile_dir: Path | None = None) -> dict[str, o
             so.enable_profiling = True
             so.profile_file_prefix = str(profile_dir / role)
         providers = [p.ort_name for p in engine.active_providers] or ["CPUExecutionProvider"]
-        out[role] = ort.InferenceSession(str(engine.bundle.path(name)), so, providers=providers)
+        cpu = not engine.active_providers or engine.active_providers[0] is Provider.CPU
+        out[role] = ort.InferenceSession(
+            str(engine.bundle.path(name)),
+            so,
+            providers=providers,
+            disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS) if cpu else None,  # as the engine's sessions
+        )
     return out
 
 

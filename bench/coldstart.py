@@ -76,15 +76,16 @@ def mtst_spec(
     *,
     precision: str | None,
     provider: str,
-    threads: int,
+    threads: dict[str, int],
     spinning: bool,
 ) -> ColdStartSpec:
+    """``threads``: the engine's thread options (see :func:`mtst.bench.engines.engine_threads`)."""
     return ColdStartSpec(
         name=name,
         imports="from mtst.runtime import Engine",
         load=(
-            "engine = Engine.load(args['bundle'], providers=[args['provider']], intra_op_threads=args['threads'], "
-            "inter_op_threads=1, spinning=args['spinning'], precision=args['precision'])\n"
+            "engine = Engine.load(args['bundle'], providers=[args['provider']], spinning=args['spinning'], "
+            "precision=args['precision'], **args['threads'])\n"
             "extra = {'active_providers': list(engine.active_providers)}"
         ),
         first="engine.predict([args['sentence']])",

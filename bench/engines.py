@@ -6,6 +6,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from mtst.runtime.tokenize import TextTokenizer
 
 from .systems import Batching, Family, HeadLabels, System
 
-__all__ = ["MtstSystem", "bundle_facts", "load_mtst_systems", "token_lengths"]
+__all__ = ["MtstSystem", "bundle_facts", "engine_threads", "load_mtst_systems", "token_lengths"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +35,42 @@ class MtstSystem:
     engine: Engine
     bundle: Path
     tokenizer: TextTokenizer  # the bundle's, for word ids and token lengths
+    # the same variant and threads, one batch per call and no token bound: plain padded batches
+    padded_engine: Engine | None = None
 
     @property
     def name(self) -> str:
         return self.system.name
 
     def run_padded(self, texts: Sequence[str]) -> None:
-        """The corpus in plain consecutive batches of ``batch_size`` (each padded to its longest text)."""
+        """The corpus in plain consecutive batches of ``batch_size`` (each padded to its longest text).
+
+        As many batches run at a time as the engine runs (its ``parallel_batches``), so the comparison
+        with length-bucketed batches isolates the batching, not the threads.
+        """
+        engine = self.padded_engine or self.engine
         size = self.engine.batch_size
-        for i in range(0, len(texts), size):
-            self.engine.predict(texts[i : i + size])
+        slices = [list(texts[i : i + size]) for i in range(0, len(texts), size)]
+        workers = self.engine.parallel_batches
+        if workers == 1 or len(slices) == 1:
+            for chunk in slices:
+                engine.predict(chunk)
+            return
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for _ in pool.map(engine.predict, slices):
+                pass
+
+
+def engine_threads(provider: Provider, threads: int) -> dict[str, int]:
+    """How an engine spends ``threads`` CPU threads: the engine options of the recommended setting.
+
+    On CPU: one intra-op thread per session and ``threads`` batches at a time -- a one-text request
+    runs on one core (no worker threads to wake between ops) and a corpus runs batches side by side.
+    On GPUs the CPU threads only feed the device: ONNX Runtime's intra-op threads, one batch at a time.
+    """
+    if provider is Provider.CPU:
+        return {"intra_op_threads": 1, "inter_op_threads": 1, "parallel_batches": threads}
+    return {"intra_op_threads": threads, "inter_op_threads": 1, "parallel_batches": 1}
 
 
 def bundle_facts(bundle: Path) -> dict[str, Any]:
@@ -125,6 +152,8 @@ def _variants_for(bundle: Path, provider: Provider, precisions: Sequence[str]) -
 
 
 def _as_system(name: str, engine: Engine, tok: TextTokenizer, *, threads: int, spinning: bool) -> System:
+    intra = engine.settings.intra_op_threads
+
     def run_one(text: str) -> Any:
         return engine.predict([text])
 
@@ -147,12 +176,15 @@ def _as_system(name: str, engine: Engine, tok: TextTokenizer, *, threads: int, s
         corpus_batching=Batching.LENGTH_SORTED,
         labels=labels,
         facts={
-            "how": "Engine.load(bundle).predict(texts): tokenize, length-bucketed batches, all heads decoded",
+            "how": "Engine.load(bundle).predict(texts): tokenize, length-bucketed batches, all heads decoded"
+            + f" (intra-op threads {intra}, up to {engine.parallel_batches} batches at a time)",
             "bundle": str(engine.bundle.root),
             "variant": engine.variant.key,
             "active_providers": [p.value for p in engine.active_providers],
             "threads": threads,
             "spinning": spinning,
+            "intra_op_threads": intra,
+            "parallel_batches": engine.parallel_batches,
             "batch_size": engine.batch_size,
             "max_batch_tokens": engine.max_batch_tokens,
         },
@@ -182,10 +214,9 @@ def load_mtst_systems(
                 bundle,
                 providers=[provider.value],
                 precision=prec,
-                intra_op_threads=threads,
-                inter_op_threads=1,
                 spinning=spinning,
                 batch_size=batch_size,
+                **engine_threads(provider, threads),
             )
             load_s = time.perf_counter() - t0  # verify + sessions (with TensorRT: the engine build)
             m = engine.bundle.manifest
@@ -200,5 +231,18 @@ def load_mtst_systems(
                 name += f" ({Path(bundle).name})"
             system = _as_system(name, engine, tok, threads=threads, spinning=spinning)
             system.facts["load_s"] = load_s
-            out.append(MtstSystem(system=system, engine=engine, bundle=Path(bundle), tokenizer=tok))
+            padded = Engine.load(
+                bundle,
+                providers=[provider.value],
+                precision=prec,
+                spinning=spinning,
+                batch_size=batch_size,
+                max_batch_tokens=None,
+                **(engine_threads(provider, threads) | {"parallel_batches": 1}),
+            )
+            out.append(
+                MtstSystem(
+                    system=system, engine=engine, bundle=Path(bundle), tokenizer=tok, padded_engine=padded
+                )
+            )
     return out

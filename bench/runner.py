@@ -30,7 +30,7 @@ from mtst.runtime.providers import Provider
 from . import targets as tg
 from .coldstart import ColdStartSpec, mtst_spec, peer_spec, run_cold_starts
 from .data import Dataset, length_stats, load_bundle_sentences, load_sentences
-from .engines import MtstSystem, bundle_facts, load_mtst_systems, token_lengths
+from .engines import MtstSystem, bundle_facts, engine_threads, load_mtst_systems, token_lengths
 from .fidelity import Fidelity, Reference, measure_fidelity
 from .system import collect_system_info, load_average
 from .systems import System
@@ -358,7 +358,7 @@ def run_benchmark(config: BenchConfig) -> dict[str, Any]:
                     sample[0],
                     precision=m.engine.variant.precision.value,
                     provider=config.provider.value,
-                    threads=config.threads,
+                    threads=engine_threads(config.provider, config.threads),
                     spinning=config.spinning,
                 )
                 for m in mtst

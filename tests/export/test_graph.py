@@ -35,7 +35,7 @@ def test_tiny_bert_fuses_with_its_own_geometry(tiny_model, tiny_plain_and_fused)
         "EmbedLayerNormalization": 1,
         "Attention": 2,
         "BiasGelu": 2,
-        "SkipLayerNormalization": 4,
+        "LayerNormalization": 4,  # residual adds left unfused (SkipLayerNormalization is slow on CPU)
     }
     attention = [n for n in onnx.load(str(fused)).graph.node if n.op_type == "Attention"]
     assert [a.i for n in attention for a in n.attribute if a.name == "num_heads"] == [4, 4]
@@ -181,3 +181,39 @@ def test_guard_scores_eval_data_files_with_each_tasks_metric(tiny_checkpoint, tm
         "source": str(intent.resolve()),
         "examples": 15,
     }
+
+
+def test_cpu_sessions_keep_the_residual_adds_unfused(
+    tiny_plain_and_fused, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ORT would fuse Add + LayerNormalization into its (slow on CPU) SkipLayerNormalization when a
+    # session loads the graph; the runtime's CPU sessions leave that optimizer out
+    import onnxruntime as ort
+
+    from mtst.runtime.providers import SessionSettings, create_session, resolve_providers
+
+    _, fused, _ = tiny_plain_and_fused
+    dumped = tmp_path / "cpu-optimized.onnx"
+    plain_options = SessionSettings.session_options
+
+    def dumping(self: SessionSettings) -> ort.SessionOptions:
+        so = plain_options(self)
+        so.optimized_model_filepath = str(dumped)
+        return so
+
+    monkeypatch.setattr(SessionSettings, "session_options", dumping)
+    create_session(fused, resolve_providers("cpu"), SessionSettings(intra_op_threads=1))
+    ops = {n.op_type for n in onnx.load(str(dumped)).graph.node}
+    assert "LayerNormalization" in ops and "SkipLayerNormalization" not in ops
+
+    # the same graph in a default ORT session: fused (what the runtime avoids)
+    ort.InferenceSession(str(fused), SessionSettings().session_options(), providers=["CPUExecutionProvider"])
+    assert "SkipLayerNormalization" in {n.op_type for n in onnx.load(str(dumped)).graph.node}
+
+
+def test_fusion_can_still_fuse_skip_layer_norm(tiny_model, tmp_path: Path) -> None:
+    plain, fused = tmp_path / "plain.onnx", tmp_path / "fused.onnx"
+    export_graph(tiny_model, plain, GraphKind.SINGLE, opset=17, trace_len=19, expose_states=True)
+    heads, hidden = encoder_geometry(tiny_model.encoder.config)
+    result = fuse_graph(plain, fused, num_heads=heads, hidden_size=hidden, skip_layer_norm=True)
+    assert result.fusions["SkipLayerNormalization"] == 4 and "LayerNormalization" not in result.fusions

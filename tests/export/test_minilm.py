@@ -16,7 +16,7 @@ from mtst.runtime.manifest import Precision
 
 pytestmark = pytest.mark.slow
 
-MINILM_FUSIONS = {"EmbedLayerNormalization": 1, "Attention": 6, "BiasGelu": 6, "SkipLayerNormalization": 12}
+MINILM_FUSIONS = {"EmbedLayerNormalization": 1, "Attention": 6, "BiasGelu": 6, "LayerNormalization": 12}
 
 
 def _ancestors(graph: onnx.GraphProto, tensor: str) -> set[str]:

@@ -90,6 +90,38 @@ def test_order_preserved_across_buckets(request: pytest.FixtureRequest, toy: Toy
     _check_against_reference(preds, toy.reference(texts), texts)
 
 
+@pytest.mark.parametrize("layout", ["single", "split"])
+def test_parallel_batches_give_the_same_numbers_in_order(
+    request: pytest.FixtureRequest, layout: str, toy: Toy
+) -> None:
+    rng = random.Random(5)
+    words = ["Angela", "Merkel", "visited", "Paris", "the", "bank", "card", "is", "blocked", "again"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 30))) for _ in range(203)]
+    bundle = request.getfixturevalue(f"toy_{layout}")
+    engine = Engine.load(bundle, providers="cpu", intra_op_threads=1, batch_size=8, parallel_batches=3)
+    assert engine.parallel_batches == 3 and engine.max_batch_tokens == 256  # "auto" on CPU
+    preds = engine.predict(texts, return_embedding=True, return_logits=True)
+    _check_against_reference(preds, toy.reference(texts), texts)
+    np.testing.assert_allclose(engine.embed(texts), np.stack([p.embedding for p in preds]), atol=1e-6)
+    # a request smaller than one batch is still cut in one batch per worker, and stays in order
+    few = texts[:5]
+    _check_against_reference(
+        engine.predict(few, return_embedding=True, return_logits=True), toy.reference(few), few
+    )
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_parallel_batches_rejects_bad_values(toy_single: Path, bad: object) -> None:
+    with pytest.raises(ConfigError, match="parallel_batches"):
+        Engine.load(toy_single, providers="cpu", parallel_batches=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [0, "big", True])
+def test_max_batch_tokens_rejects_bad_values(toy_single: Path, bad: object) -> None:
+    with pytest.raises(ConfigError, match="max_batch_tokens"):
+        Engine.load(toy_single, providers="cpu", max_batch_tokens=bad)  # type: ignore[arg-type]
+
+
 def test_huge_list_is_chunked_in_order(toy_split: Path, toy: Toy) -> None:
     texts = [f"sentence number {i} " + "x " * (i % 17) for i in range(9000)]  # > 2 chunks of 4096
     engine = Engine.load(toy_split, providers="cpu", batch_size=64)
