@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mtst.errors import ConfigError
 from mtst.fsutil import atomic_write_json, atomic_write_text
 
 __all__ = ["build_rows", "plot_validation", "render_markdown", "write_report"]
@@ -162,6 +163,17 @@ def render_table(exp: Any, rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _same_train_data(exp: Any, a: Mapping[str, Any], b: Mapping[str, Any], task: str) -> bool:
+    """Whether ``task`` trains on the same data (file, columns, limit, seed) in the variants of rows a and b."""
+    from mtst.experiment_config import variant_config
+
+    try:
+        specs = [variant_config(exp, exp.variant(r["variant"])).task(task).train for r in (a, b)]
+    except (ConfigError, KeyError, AttributeError):
+        return True  # rows without a config (an older results.json): compare as before
+    return bool(specs[0] == specs[1])
+
+
 def comparisons(exp: Any, rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Differences the table implies, computed (test split, fp32 unless said)."""
     out: list[str] = []
@@ -169,11 +181,13 @@ def comparisons(exp: Any, rows: Sequence[Mapping[str, Any]]) -> list[str]:
     separate = [r for r in fp32.values() if r["kind"] == "separate"]
     for sep in separate:
         for r in fp32.values():
-            if r["kind"] != "multitask" or not set(r["test"]) & set(sep["test"]):
+            if r["kind"] != "multitask":
                 continue
-            deltas = ", ".join(
-                f"{t} {100 * (r['test'][t] - sep['test'][t]):+.1f} pt" for t in r["test"] if t in sep["test"]
-            )
+            # only tasks trained on the same data in both variants (same training file, limit and seed)
+            shared = [t for t in r["test"] if t in sep["test"] and _same_train_data(exp, r, sep, t)]
+            if not shared:
+                continue
+            deltas = ", ".join(f"{t} {100 * (r['test'][t] - sep['test'][t]):+.1f} pt" for t in shared)
             out.append(f"`{r['variant']}` vs `{sep['variant']}`: {deltas}")
     for r in rows:
         if r["precision"] == "fp32" or r["variant"] not in fp32:

@@ -433,3 +433,25 @@ def test_resume_keeps_finished_variants_and_continues_a_run(tiny_run) -> None:
     assert [r["test"] for r in after["rows"]] == [r["test"] for r in before["rows"]]
     assert len(after["invocations"]) == 2
     assert json.loads((model / "trained.json").read_text())["attempts"] == 2
+
+
+def test_comparisons_pair_only_tasks_trained_on_the_same_data() -> None:
+    from mtst.experiment_report import comparisons
+
+    exp = load_experiment(REAL)
+
+    def row(variant: str, kind: str, **test: float) -> dict:
+        return {"variant": variant, "kind": kind, "precision": "fp32", "test": test}
+
+    rows = [
+        row("separate", "separate", intent=0.90, ner=0.80, sentiment=0.85),
+        row("mt-proportional", "multitask", intent=0.91, ner=0.82, sentiment=0.84),
+        # NER on 5k sentences and SST-2 on 20k: never paired with `separate` (14k / 10k)
+        row("imb-proportional", "multitask", ner=0.78, sentiment=0.86),
+        row("imb-ner-alone", "separate", ner=0.75),
+    ]
+    lines = comparisons(exp, rows)
+    assert "`mt-proportional` vs `separate`: intent +1.0 pt, ner +2.0 pt, sentiment -1.0 pt" in lines
+    assert "`imb-proportional` vs `imb-ner-alone`: ner +3.0 pt" in lines
+    assert not any(line.startswith("`imb-proportional` vs `separate`") for line in lines)
+    assert not any(line.startswith("`mt-proportional` vs `imb-ner-alone`") for line in lines)
