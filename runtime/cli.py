@@ -118,6 +118,13 @@ def _emit(preds: list[Prediction], fmt: str, start: int, *, embedding: bool, log
     help="Intra-op threads (0 = ORT's choice).",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option(
+    "--min-entity-score",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.0,
+    show_default=True,
+    help="Drop entities scored below this (mean tag probability of their words).",
+)
 @click.option("--embedding", is_flag=True, help="Include each text's embedding in JSON output.")
 @click.option("--logits", is_flag=True, help="Include raw logits in JSON output.")
 @click.option(
@@ -135,6 +142,7 @@ def main(
     precision: str | None,
     threads: int,
     batch_size: int,
+    min_entity_score: float,
     embedding: bool,
     logits: bool,
     progress: bool,
@@ -172,7 +180,11 @@ def main(
         logger.info("%r", engine)
         if texts:
             preds = engine.predict(
-                list(texts), heads=head_names, return_embedding=embedding, return_logits=logits
+                list(texts),
+                heads=head_names,
+                return_embedding=embedding,
+                return_logits=logits,
+                min_entity_score=min_entity_score,
             )
             _emit(preds, fmt, 0, embedding=embedding, logits=logits)
             return
@@ -190,7 +202,11 @@ def main(
             for chunk in _chunks(_read_lines(stream, "<stdin>" if file == "-" else file), _CHUNK):
                 try:
                     preds = engine.predict(
-                        chunk, heads=head_names, return_embedding=embedding, return_logits=logits
+                        chunk,
+                        heads=head_names,
+                        return_embedding=embedding,
+                        return_logits=logits,
+                        min_entity_score=min_entity_score,
                     )
                 except (ValueError, TypeError) as exc:  # name the line, not the index inside the chunk
                     raise click.ClickException(

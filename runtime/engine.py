@@ -41,7 +41,7 @@ from mtst.runtime.providers import (
     precision_preference,
     resolve_providers,
 )
-from mtst.runtime.results import Prediction, SentenceLabel, decode_sentence, decode_tokens
+from mtst.runtime.results import Prediction, SentenceLabel, TokenEntities, decode_sentence, decode_tokens
 from mtst.runtime.tokenize import TextTokenizer, check_texts
 
 __all__ = ["AUTO_BATCH_TOKENS", "Engine", "choose_variant"]
@@ -524,8 +524,21 @@ class Engine:
         heads: Iterable[str] | str | None = None,
         return_embedding: bool = False,
         return_logits: bool = False,
+        min_entity_score: float = 0.0,
     ) -> list[Prediction]:
-        """One :class:`Prediction` per text, in input order; only the named ``heads`` run (default: all)."""
+        """One :class:`Prediction` per text, in input order; only the named ``heads`` run (default: all).
+
+        ``min_entity_score`` drops entities whose score (the mean probability of their words' tags) is
+        below it: a token head meets text unlike its training data (a NER head trained on news, asked
+        about a banking question) with near-uniform tags, scored about 1/number-of-tags, that would
+        otherwise come back as entities. 0 (the default) keeps every entity the model tags.
+        """
+        if (
+            isinstance(min_entity_score, bool)
+            or not isinstance(min_entity_score, int | float)
+            or not 0.0 <= float(min_entity_score) <= 1.0
+        ):
+            raise ValueError(f"min_entity_score: expected a number in [0, 1], got {min_entity_score!r}")
         items = check_texts(texts)
         tok = self._need_encoder()
         hs = self._heads  # one read: a concurrent swap_heads does not change this call's heads
@@ -535,6 +548,17 @@ class Engine:
             out.extend(
                 self._predict_chunk(tok, hs, items[s : s + _CHUNK], selected, return_embedding, return_logits)
             )
+        if min_entity_score > 0.0:
+            floor = float(min_entity_score)
+            out = [
+                dataclasses.replace(
+                    p,
+                    heads={
+                        k: r.above(floor) if isinstance(r, TokenEntities) else r for k, r in p.heads.items()
+                    },
+                )
+                for p in out
+            ]
         return out
 
     def _predict_chunk(

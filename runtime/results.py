@@ -37,6 +37,12 @@ class SentenceLabel:
 class TokenEntities:
     entities: tuple[Entity, ...]  # in text order
 
+    def above(self, min_score: float) -> TokenEntities:
+        """The entities whose score (mean tag probability over their words) is at least ``min_score``."""
+        if min_score <= 0.0:
+            return self
+        return TokenEntities(tuple(e for e in self.entities if e.score >= min_score))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "entities": [

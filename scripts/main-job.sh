@@ -40,7 +40,7 @@ echo "== export ($BUNDLE)"
 mtst-export "$RUN/best" -o "$BUNDLE" --quantize int8 --quantize none --split --overwrite
 
 echo "== predict"
-mtst-predict "$BUNDLE" --format table \
+mtst-predict "$BUNDLE" --format table --min-entity-score 0.5 \
   "Apple opened a new office in Paris last week." \
   "I still have not received my new card, can you check?" \
   "A gorgeous, witty and deeply moving film."

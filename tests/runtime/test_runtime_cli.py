@@ -119,3 +119,14 @@ def test_full_predict_imports_no_torch(request: pytest.FixtureRequest, layout: s
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "BAD", f"a full predict pulled in {out.stdout.strip()}"
+
+
+def test_min_entity_score_option(toy_single: Path) -> None:
+    text = "Angela Merkel visited Paris with Apple"
+    loose = CliRunner().invoke(main, [str(toy_single), text])
+    strict = CliRunner().invoke(main, [str(toy_single), text, "--min-entity-score", "1"])
+    assert loose.exit_code == 0 and strict.exit_code == 0, loose.output + strict.output
+    assert json.loads(loose.output)["heads"]["ner"]["entities"]  # the toy head tags something here
+    assert json.loads(strict.output)["heads"]["ner"]["entities"] == []
+    bad = CliRunner().invoke(main, [str(toy_single), text, "--min-entity-score", "2"])
+    assert bad.exit_code == 2 and "--min-entity-score" in bad.output

@@ -361,3 +361,30 @@ def test_swap_under_load_never_fails(
         t.join()
     assert not errors
     assert seen and all(r in (old, new) for r in seen)  # every call saw one head set, whole
+
+
+def test_min_entity_score_drops_only_the_low_scored_entities(toy_split: Path, sentences: list[str]) -> None:
+    engine = Engine.load(toy_split, providers="cpu")
+    texts = sentences * 3
+    every = engine.predict(texts, heads=["ner", "intent"])
+    scores = sorted({e.score for p in every for e in p.heads["ner"].entities})  # type: ignore[union-attr]
+    assert len(scores) >= 2, "the toy bundle tags entities with different scores"
+    floor = scores[len(scores) // 2]
+    kept = engine.predict(texts, heads=["ner", "intent"], min_entity_score=floor)
+    for a, b in zip(every, kept, strict=True):
+        assert b.heads["intent"] == a.heads["intent"]  # sentence heads untouched
+        assert b.heads["ner"].entities == tuple(  # type: ignore[union-attr]
+            e
+            for e in a.heads["ner"].entities  # type: ignore[union-attr]
+            if e.score >= floor
+        )
+    assert sum(len(p.heads["ner"].entities) for p in kept) < sum(  # type: ignore[union-attr]
+        len(p.heads["ner"].entities)  # type: ignore[union-attr]
+        for p in every
+    )
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, "0.5", True, None])
+def test_min_entity_score_rejects_bad_values(toy_single: Path, bad: object) -> None:
+    with pytest.raises(ValueError, match="min_entity_score"):
+        Engine.load(toy_single, providers="cpu").predict(["hello"], min_entity_score=bad)  # type: ignore[arg-type]
