@@ -209,15 +209,15 @@ def load_mtst_systems(
                 f"--precision {','.join(precisions)}: bundle {bundle} has none of these variants"
             )
         for prec in wanted:
-            t0 = time.perf_counter()
-            engine = Engine.load(
-                bundle,
-                providers=[provider.value],
-                precision=prec,
-                spinning=spinning,
-                batch_size=batch_size,
+            options: dict[str, Any] = {
+                "providers": [provider.value],
+                "precision": prec,
+                "spinning": spinning,
+                "batch_size": batch_size,
                 **engine_threads(provider, threads),
-            )
+            }
+            t0 = time.perf_counter()
+            engine = Engine.load(bundle, **options)
             load_s = time.perf_counter() - t0  # verify + sessions (with TensorRT: the engine build)
             m = engine.bundle.manifest
             tok = TextTokenizer.from_file(
@@ -231,15 +231,8 @@ def load_mtst_systems(
                 name += f" ({Path(bundle).name})"
             system = _as_system(name, engine, tok, threads=threads, spinning=spinning)
             system.facts["load_s"] = load_s
-            padded = Engine.load(
-                bundle,
-                providers=[provider.value],
-                precision=prec,
-                spinning=spinning,
-                batch_size=batch_size,
-                max_batch_tokens=None,
-                **(engine_threads(provider, threads) | {"parallel_batches": 1}),
-            )
+            # plain padded batches, one at a time
+            padded = Engine.load(bundle, **(options | {"max_batch_tokens": None, "parallel_batches": 1}))
             out.append(
                 MtstSystem(
                     system=system, engine=engine, bundle=Path(bundle), tokenizer=tok, padded_engine=padded

@@ -13,7 +13,7 @@ import logging
 import math
 import platform
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -163,15 +163,27 @@ def render_table(exp: Any, rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _same_train_data(exp: Any, a: Mapping[str, Any], b: Mapping[str, Any], task: str) -> bool:
-    """Whether ``task`` trains on the same data (file, columns, limit, seed) in the variants of rows a and b."""
+def _train_configs(exp: Any, names: Iterable[str]) -> dict[str, Any]:
+    """Each named variant's run config (variants the experiment no longer has are left out)."""
     from mtst.experiment_config import variant_config
 
-    try:
-        specs = [variant_config(exp, exp.variant(r["variant"])).task(task).train for r in (a, b)]
-    except (ConfigError, KeyError, AttributeError):
+    out: dict[str, Any] = {}
+    for name in names:
+        try:
+            out[name] = variant_config(exp, exp.variant(name))
+        except (ConfigError, KeyError, AttributeError):
+            continue
+    return out
+
+
+def _same_train_data(configs: Mapping[str, Any], a: str, b: str, task: str) -> bool:
+    """Whether ``task`` trains on the same data (file, columns, limit, seed) in variants a and b."""
+    if a not in configs or b not in configs:
         return True  # rows without a config (an older results.json): compare as before
-    return bool(specs[0] == specs[1])
+    try:
+        return bool(configs[a].task(task).train == configs[b].task(task).train)
+    except ConfigError:
+        return False
 
 
 def comparisons(exp: Any, rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -179,12 +191,17 @@ def comparisons(exp: Any, rows: Sequence[Mapping[str, Any]]) -> list[str]:
     out: list[str] = []
     fp32 = {r["variant"]: r for r in rows if r["precision"] == "fp32"}
     separate = [r for r in fp32.values() if r["kind"] == "separate"]
+    configs = _train_configs(exp, fp32) if separate else {}
     for sep in separate:
         for r in fp32.values():
             if r["kind"] != "multitask":
                 continue
             # only tasks trained on the same data in both variants (same training file, limit and seed)
-            shared = [t for t in r["test"] if t in sep["test"] and _same_train_data(exp, r, sep, t)]
+            shared = [
+                t
+                for t in r["test"]
+                if t in sep["test"] and _same_train_data(configs, r["variant"], sep["variant"], t)
+            ]
             if not shared:
                 continue
             deltas = ", ".join(f"{t} {100 * (r['test'][t] - sep['test'][t]):+.1f} pt" for t in shared)
