@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mtst.errors import DataError
+from mtst.runtime.texts import read_sentences
 
 __all__ = ["Dataset", "LengthStats", "length_stats", "load_bundle_sentences", "load_sentences"]
 
@@ -58,17 +59,10 @@ class Dataset:
 
 def load_sentences(path: str | Path) -> Dataset:
     """One sentence a line; blank lines are skipped; at least one sentence."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (--data expects a text file with one sentence a line)")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-    sentences = tuple(s.strip() for s in text.splitlines() if s.strip())
-    if not sentences:
-        raise DataError(f"{path}: no sentences (the file is empty or only blank lines)")
-    return Dataset(str(path), sentences)
+    sentences = read_sentences(
+        path, not_found="no such file (--data expects a text file with one sentence a line)"
+    )
+    return Dataset(str(path), tuple(sentences))
 
 
 def load_bundle_sentences(bundle: str | Path, parity_name: str | None) -> Dataset:

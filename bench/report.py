@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from mtst.errors import MissingExtraError
-from mtst.fsutil import atomic_write_json, atomic_write_text
+from mtst.runtime.fsutil import atomic_write_json, atomic_write_text
 
 __all__ = ["render_markdown", "write_plots", "write_report"]
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from mtst.errors import CheckpointError, ConfigError
 from mtst.runtime.manifest import (
     MANIFEST_NAME,
+    PRECISION_ALIASES,
     SCHEMA_VERSION,
     FileEntry,
     HeadInfo,
@@ -54,14 +55,7 @@ TOKENIZER_FILE = "tokenizer.json"
 PARITY_FILE = "parity.json"
 
 # --quantize values -> precision ("none" = the fp32 graph)
-QUANTIZE_CHOICES: dict[str, Precision] = {
-    "none": Precision.FP32,
-    "fp32": Precision.FP32,
-    "int8": Precision.INT8_DYNAMIC,
-    "int8-dynamic": Precision.INT8_DYNAMIC,
-    "int8-static": Precision.INT8_STATIC,
-    "fp16": Precision.FP16,
-}
+QUANTIZE_CHOICES: dict[str, Precision] = PRECISION_ALIASES
 _SUFFIX = {
     Precision.FP32: "",
     Precision.INT8_DYNAMIC: ".int8",

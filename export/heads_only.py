@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from mtst.errors import BundleError, ConfigError, ParityError
-from mtst.fsutil import atomic_directory, atomic_write_json
+from mtst.runtime.fsutil import atomic_directory, atomic_write_json
 from mtst.runtime.manifest import MANIFEST_NAME, Layout, Precision, Variant
 from mtst.tasks import TaskKind
 

@@ -28,6 +28,7 @@ import numpy as np
 
 from mtst.errors import DataError
 from mtst.runtime.manifest import Precision, Variant
+from mtst.runtime.texts import read_sentences
 
 __all__ = [
     "BATCH_SIZES",
@@ -85,22 +86,13 @@ def load_sentences(path: Path, *, limit: int | None = None) -> list[str]:
 
     With ``limit``, that many lines spread evenly over the file.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: sentence file not found (one real sentence a line)")
-    seen: dict[str, None] = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            text = line.strip()
-            if text:
-                seen.setdefault(text, None)
-    sentences = list(seen)
-    if not sentences:
-        raise DataError(f"{path}: no sentences (the file is empty or blank; expected one sentence a line)")
-    if limit is not None and len(sentences) > limit:
-        step = len(sentences) / limit
-        sentences = [sentences[int(i * step)] for i in range(limit)]
-    return sentences
+    return read_sentences(
+        path,
+        dedupe=True,
+        limit=limit,
+        not_found="sentence file not found (one real sentence a line)",
+        empty="no sentences (the file is empty or blank; expected one sentence a line)",
+    )
 
 
 def parity_lengths(max_seq_len: int) -> dict[str, int]:

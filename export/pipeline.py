@@ -1,7 +1,7 @@
 """Checkpoint -> bundle: ``export_bundle`` and the heads-only ``export_heads``.
 
 Steps of :func:`export_bundle`, all inside a temporary sibling of ``out`` that is renamed into
-place only at the end (``mtst.fsutil.atomic_directory``; a killed export leaves no bundle at
+place only at the end (``mtst.runtime.fsutil.atomic_directory``; a killed export leaves no bundle at
 ``out``):
 
 1. ``tokenizer.json`` (truncation and padding off);
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from mtst.errors import ConfigError, ParityError
-from mtst.fsutil import atomic_directory, atomic_write_json
+from mtst.runtime.fsutil import atomic_directory, atomic_write_json
 from mtst.runtime.manifest import MANIFEST_NAME, Layout, Precision, Variant
 from mtst.tasks import TaskKind
 

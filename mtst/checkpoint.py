@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mtst.errors import CheckpointError
-from mtst.fsutil import atomic_directory
+from mtst.runtime.fsutil import atomic_directory
 
 __all__ = [
     "CHECKPOINT_FORMAT",

@@ -23,8 +23,8 @@ from typing import Any
 from mtst.config import SamplingConfig, TrainConfig
 from mtst.data import SentenceExample, TokenExample
 from mtst.errors import ConfigError
-from mtst.fsutil import atomic_write_json, atomic_write_text
 from mtst.metrics import primary_metric
+from mtst.runtime.fsutil import atomic_write_json, atomic_write_text
 
 __all__ = ["CompareReport", "ModelRow", "compare_separate", "latency_sentences", "single_task_config"]
 

@@ -6,6 +6,9 @@ Every message names the file, line or field, the value, and what was expected. T
 
 from __future__ import annotations
 
+from enum import Enum
+from typing import TypeVar
+
 __all__ = [
     "BundleError",
     "CheckpointError",
@@ -15,7 +18,10 @@ __all__ = [
     "MtstError",
     "ParityError",
     "ProviderUnavailableError",
+    "parse_enum",
 ]
+
+E = TypeVar("E", bound=Enum)
 
 
 class MtstError(Exception):
@@ -61,3 +67,17 @@ def require(module: str, extra: str, what: str) -> object:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MissingExtraError(f"{what} needs {module}: pip install 'mtst[{extra}]'") from exc
+
+
+def parse_enum(
+    cls: type[E], value: object, where: str, *, error: type[MtstError] = ConfigError, hint: str = ""
+) -> E:
+    """``cls(value)``, or ``error`` naming the place, the value and the allowed values.
+
+    >>> parse_enum(Pooling, "avg", "pooling")  # doctest: +SKIP
+    ConfigError: pooling: 'avg' is not one of ['mean', 'cls', 'max']
+    """
+    try:
+        return cls(value)
+    except ValueError:
+        raise error(f"{where}: {value!r} is not one of {[m.value for m in cls]}{hint}") from None

@@ -63,7 +63,7 @@ from mtst.experiment_config import (
     plan_models,
     variant_config,
 )
-from mtst.fsutil import atomic_write_json, atomic_write_text
+from mtst.runtime.fsutil import atomic_write_json, atomic_write_text
 
 __all__ = [
     "ExperimentConfig",

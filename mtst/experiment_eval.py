@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from mtst.data import DataSource, Example, load_examples
-from mtst.fsutil import atomic_write_json
+from mtst.runtime.fsutil import atomic_write_json
 
 __all__ = ["FinalEvaluation", "evaluate_bundle", "final_evaluation", "load_test_examples", "measure_latency"]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mtst.errors import ConfigError
-from mtst.fsutil import atomic_write_json, atomic_write_text
+from mtst.runtime.fsutil import atomic_write_json, atomic_write_text
 
 __all__ = ["build_rows", "plot_validation", "render_markdown", "write_report"]
 

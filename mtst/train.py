@@ -54,9 +54,9 @@ from mtst.freezing import (
     plan_freezing,
     set_train_mode,
 )
-from mtst.fsutil import atomic_write_json, atomic_write_text
 from mtst.loss_weighting import LossWeighter, UncertaintyLossWeighting, build_loss_weighting
 from mtst.model import MultiTaskModel
+from mtst.runtime.fsutil import atomic_write_json, atomic_write_text
 from mtst.sampling import LengthGroupedBatches, TaskSampler, build_task_sampler
 from mtst.tasks import TaskKind, TaskSpec
 from mtst.train_state import (

@@ -12,7 +12,7 @@
           tensors.safetensors         # optimizer moments, torch RNG (uint8), loss-weighting params
 
 A checkpoint directory is written into a temporary sibling and renamed into place
-(:func:`mtst.fsutil.atomic_directory`); only then is ``latest.json`` replaced, so a kill at any moment
+(:func:`mtst.runtime.fsutil.atomic_directory`); only then is ``latest.json`` replaced, so a kill at any moment
 leaves the previous checkpoint as "latest". Older checkpoints beyond ``keep_last`` are deleted after.
 """
 
@@ -31,7 +31,7 @@ import torch
 
 from mtst.checkpoint import write_model_files
 from mtst.errors import CheckpointError
-from mtst.fsutil import atomic_directory, atomic_write_json
+from mtst.runtime.fsutil import atomic_directory, atomic_write_json
 
 __all__ = [
     "CheckpointPayload",

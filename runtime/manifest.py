@@ -29,10 +29,11 @@ from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from mtst.errors import BundleError
+from mtst.errors import BundleError, ConfigError, MtstError, parse_enum
 
 __all__ = [
     "MANIFEST_NAME",
+    "PRECISION_ALIASES",
     "SCHEMA_VERSION",
     "SUPPORTED_SCHEMA_VERSIONS",
     "FileEntry",
@@ -43,6 +44,7 @@ __all__ = [
     "Precision",
     "Variant",
     "check_relative_name",
+    "parse_precision",
     "sha256_file",
 ]
 
@@ -56,6 +58,28 @@ class Precision(str, Enum):
     FP16 = "fp16"
     INT8_DYNAMIC = "int8-dynamic"
     INT8_STATIC = "int8-static"
+
+
+# what a person may write for a precision (CLI --quantize/--precision, experiment configs) -> Precision;
+# "none" and "int8" are the short forms of mtst-export's --quantize
+PRECISION_ALIASES: dict[str, Precision] = {
+    "none": Precision.FP32,
+    "fp32": Precision.FP32,
+    "int8": Precision.INT8_DYNAMIC,
+    "int8-dynamic": Precision.INT8_DYNAMIC,
+    "int8-static": Precision.INT8_STATIC,
+    "fp16": Precision.FP16,
+}
+
+
+def parse_precision(value: str | Precision, where: str, *, error: type[MtstError] = ConfigError) -> Precision:
+    """A precision or one of its aliases (``PRECISION_ALIASES``), case-insensitive."""
+    if isinstance(value, Precision):
+        return value
+    key = str(value).strip().lower()
+    if key not in PRECISION_ALIASES:
+        raise error(f"{where}: {value!r} is not one of {list(PRECISION_ALIASES)}")
+    return PRECISION_ALIASES[key]
 
 
 class Layout(str, Enum):
@@ -112,12 +136,7 @@ def _get(data: dict[str, Any], key: str, where: str, typ: type | tuple[type, ...
 
 
 def _enum(cls: type[Enum], value: Any, where: str) -> Any:
-    try:
-        return cls(value)
-    except ValueError:
-        raise BundleError(
-            f"manifest.json: {where}: {value!r} is not one of {[e.value for e in cls]}"
-        ) from None
+    return parse_enum(cls, value, f"manifest.json: {where}", error=BundleError)
 
 
 @dataclass(frozen=True, slots=True)
