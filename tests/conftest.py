@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _find_data_root() -> Path | None:
-    candidates = [os.environ.get("MTST_DATA_ROOT"), REPO.parent / "shared" / "data", "/work/shared/data"]
+    candidates = [os.environ.get("MTST_DATA_ROOT"), REPO.parent / "shared" / "data"]
     for c in candidates:
         if c and (Path(c) / "conll2003").is_dir():
             return Path(c)

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The tests, from a fresh clone in a plain shell: make (or reuse) the venv with the dev extras, then lint,
+# type-check and run every test (slow ones included). CI (.ci/run) calls exactly this.
+# Usage: bash scripts/test.sh [PYTEST ARGS...]      e.g. bash scripts/test.sh tests/runtime -x
+# Environment: MTST_VENV (default .venv, the main job's venv is reused), MTST_DATA_ROOT (the folder with
+# conll2003/, sst2/, banking77/ ...; default: ../shared/data beside this checkout, or beside the repository
+# it was cloned from), MTST_SKIP_LINT=1 (tests only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${MTST_VENV:-.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+# shellcheck disable=SC1091
+. "$VENV/bin/activate"
+
+# Install only when the requirements changed since the last install into this venv.
+want=$(cat pyproject.toml .ci/constraints.txt | sha256sum | cut -c1-16)
+stamp="$VENV/.mtst-dev-$want"
+if [ ! -f "$stamp" ]; then
+  echo "== install dev extras into $VENV"
+  python -m pip install -q --upgrade pip
+  # The CPU build of torch lies on disk; pin it here (not for library users) so pip never pulls a CUDA build.
+  python -m pip install -q torch==2.13.0
+  python -m pip install -q -e ".[dev]" -c .ci/constraints.txt
+  rm -f "$VENV"/.mtst-dev-* && touch "$stamp"
+fi
+
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+if [ -z "${MTST_DATA_ROOT:-}" ]; then
+  candidates=(../shared/data)
+  # a clone made from a local checkout: the data beside that checkout
+  origin=$(git config --get remote.origin.url 2>/dev/null || true)
+  [ -n "$origin" ] && [ -d "$origin" ] && candidates+=("$origin/../shared/data")
+  for d in "${candidates[@]}"; do
+    if [ -d "$d/conll2003" ]; then MTST_DATA_ROOT=$(cd "$d" && pwd); export MTST_DATA_ROOT; break; fi
+  done
+fi
+echo "data root: ${MTST_DATA_ROOT:-<not found: set MTST_DATA_ROOT; the real-data tests will fail>}"
+
+if [ "${MTST_SKIP_LINT:-0}" != 1 ]; then
+  echo "== lint and types"
+  make check
+fi
+echo "== tests"
+python -m pytest "$@"
