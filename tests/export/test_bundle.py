@@ -223,15 +223,8 @@ def test_export_hashes_every_file_once(tiny_checkpoint, tmp_path, bench_corpus, 
     monkeypatch.setattr(mtst.runtime.manifest, "sha256_file", counting)
     monkeypatch.setattr(mtst.runtime.bundle, "sha256_file", counting)
     out = tmp_path / "b"
-    export_bundle(
-        tiny_checkpoint,
-        out,
-        quantize=["none", "int8"],
-        split=True,
-        parity_data=bench_corpus,
-        accuracy_guard=False,
-    )
+    export_bundle(tiny_checkpoint, out, split=True, parity_data=bench_corpus, accuracy_guard=False)
     files = Manifest.read(out).files
-    assert len(files) == 6 and sorted(hashed) == sorted(files)
+    assert len(files) == 5 and sorted(hashed) == sorted(files)
     for name, entry in files.items():
         assert entry.sha256 == real(out / name)
