@@ -73,6 +73,7 @@ class GuardOptions:
             )
 
     def check_thresholds(self) -> None:
+        """ConfigError unless both thresholds are in range (checked where the guard runs)."""
         if not 0.0 <= self.max_metric_drop < 1.0:
             raise ConfigError(f"max_metric_drop {self.max_metric_drop!r}: expected a value in [0, 1)")
         if not 0.0 < self.min_label_agreement <= 1.0:

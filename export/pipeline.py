@@ -25,8 +25,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from mtst.errors import ConfigError, ParityError
 from mtst.runtime.bundle import verify_bundle
 from mtst.runtime.fsutil import atomic_directory, atomic_write_json
@@ -59,6 +57,7 @@ from .guard import (
     EvalSet,
     GuardOptions,
     GuardResult,
+    Outputs,
     Scorer,
     evaluation_sets,
 )
@@ -80,8 +79,6 @@ from .sentences import ExportSentences, export_sentences
 __all__ = ["check_out", "export_bundle", "finish"]
 
 logger = logging.getLogger(__name__)
-
-Outputs = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
 def check_out(out: Path, overwrite: bool) -> None:
@@ -137,8 +134,8 @@ def export_bundle(
         "optimize": optimize,
         "opset": opset,
         "parity_check": parity_check,
-        "accuracy_guard": accuracy_guard,
-        "max_metric_drop": max_metric_drop,
+        "accuracy_guard": guard.enabled,
+        "max_metric_drop": guard.max_metric_drop,
         "eval_sets": {k: {"source": v.source, "examples": len(v.examples)} for k, v in eval_sets.items()},
         "calibration": str(calibration_data) if calibration_data else None,
     }

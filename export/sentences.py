@@ -64,9 +64,9 @@ def export_sentences(
     *,
     required: bool,
 ) -> ExportSentences:
-    """The sentences step of a full export: the parity pool (``parity_data``, else the default corpus, else the guard's
-    validation sentences) and, for int8-static, calibration sentences (``calibration``, else the
-    tasks' training sentences, else the pool's file)."""
+    """The sentences step of a full export: the parity pool (``parity_data``, else the default corpus,
+    else the guard's validation sentences) and, for int8-static, calibration sentences
+    (``calibration``, else the tasks' training sentences, else the pool's file)."""
     static = Precision.INT8_STATIC in precisions
     source = Path(parity_data) if parity_data is not None else default_sentence_file(meta)
     if source is not None:
@@ -90,7 +90,8 @@ def export_sentences(
 def parity_sentences(
     meta: Mapping[str, Any], parity_data: str | Path | None, *, required: bool
 ) -> ExportSentences:
-    """The sentences of a heads-only export: the parity pool ``parity_data``, else the default corpus (none: no parity, unless ``required``)."""
+    """The sentences of a heads-only export: the parity pool from ``parity_data``, else from the default
+    corpus (neither: no parity, refused when ``required``)."""
     source = Path(parity_data) if parity_data is not None else default_sentence_file(meta)
     if source is None and required:
         raise ConfigError("no real sentences for parity: pass --parity-data FILE (one sentence a line)")
