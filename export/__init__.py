@@ -5,11 +5,13 @@
     from mtst.export import export_bundle
     report = export_bundle("runs/x/best", "bundle/", quantize=["none", "int8"])
     print(report.summary())
+
+A bundle is verified by the runtime's own verifier: ``mtst.runtime.verify_bundle(path)``.
 """
 
 from __future__ import annotations
 
-from .bundle import ExportReport, VariantReport, encoder_fingerprint, verify_bundle
+from .bundle import ExportReport, VariantReport, encoder_fingerprint
 from .heads_only import export_heads
 from .pipeline import export_bundle
 
@@ -19,5 +21,4 @@ __all__ = [
     "encoder_fingerprint",
     "export_bundle",
     "export_heads",
-    "verify_bundle",
 ]

@@ -1,12 +1,15 @@
-"""Bundle parts: precisions, file names, the encoder fingerprint, the tokenizer file, the manifest,
-verification, and the export report.
+"""Bundle parts: precisions, file names, the encoder fingerprint, the tokenizer file, the manifest and
+the export report.
 
 The orchestration (checkpoint -> graphs -> variants -> guard -> parity -> bundle) lives in
-:mod:`mtst.export.pipeline`; this module holds the pieces it writes with.
+:mod:`mtst.export.pipeline`; this module holds the pieces it writes with. Verification is the
+runtime's own (:func:`mtst.runtime.bundle.verify_bundle`), so export and runtime can never disagree on
+what a valid bundle is.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -18,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mtst.errors import CheckpointError, ConfigError
+from mtst.runtime.bundle import hash_file
 from mtst.runtime.manifest import (
     MANIFEST_NAME,
     PRECISION_ALIASES,
@@ -29,7 +33,6 @@ from mtst.runtime.manifest import (
     Manifest,
     Precision,
     Variant,
-    sha256_file,
 )
 from mtst.tasks import TaskKind
 
@@ -37,25 +40,23 @@ if TYPE_CHECKING:  # pragma: no cover
     from .guard import GuardResult
 
 __all__ = [
-    "QUANTIZE_CHOICES",
     "ExportReport",
     "VariantReport",
     "build_provenance",
+    "bundle_tokenizer",
+    "draft_manifest",
     "encoder_fingerprint",
     "graph_file",
     "guard_mode",
     "parse_precisions",
     "variant_report",
-    "verify_bundle",
+    "with_files",
     "with_parity",
     "write_tokenizer",
 ]
 
 TOKENIZER_FILE = "tokenizer.json"
 PARITY_FILE = "parity.json"
-
-# --quantize values -> precision ("none" = the fp32 graph)
-QUANTIZE_CHOICES: dict[str, Precision] = PRECISION_ALIASES
 _SUFFIX = {
     Precision.FP32: "",
     Precision.INT8_DYNAMIC: ".int8",
@@ -65,7 +66,8 @@ _SUFFIX = {
 
 
 def parse_precisions(values: str | Precision | Iterable[str | Precision] | None) -> tuple[Precision, ...]:
-    """``--quantize`` values (one or several) -> distinct precisions in the order given."""
+    """``--quantize`` values (one or several; see ``PRECISION_ALIASES``, where ``none`` is the fp32
+    graph) -> distinct precisions in the order given."""
     if values is None:
         return (Precision.FP32,)
     items = [values] if isinstance(values, (str, Precision)) else list(values)
@@ -74,10 +76,10 @@ def parse_precisions(values: str | Precision | Iterable[str | Precision] | None)
     out: list[Precision] = []
     for v in items:
         key = v.value if isinstance(v, Precision) else str(v).strip().lower()
-        if key not in QUANTIZE_CHOICES:
-            raise ConfigError(f"quantize {v!r}: expected one of {', '.join(QUANTIZE_CHOICES)}")
-        if QUANTIZE_CHOICES[key] not in out:
-            out.append(QUANTIZE_CHOICES[key])
+        if key not in PRECISION_ALIASES:
+            raise ConfigError(f"quantize {v!r}: expected one of {', '.join(PRECISION_ALIASES)}")
+        if PRECISION_ALIASES[key] not in out:
+            out.append(PRECISION_ALIASES[key])
     return tuple(out)
 
 
@@ -124,9 +126,9 @@ def encoder_fingerprint(checkpoint: Path) -> str:
     return h.hexdigest()
 
 
-def write_tokenizer(hf_tokenizer: Any, path: Path) -> Any:
-    """The checkpoint's fast tokenizer as ``tokenizer.json`` with truncation and padding switched off
-    (the packaged MiniLM file pads every input to 128); returns the ``tokenizers.Tokenizer``."""
+def bundle_tokenizer(hf_tokenizer: Any) -> Any:
+    """The checkpoint's fast tokenizer as a ``tokenizers.Tokenizer`` with truncation and padding
+    switched off (the packaged MiniLM file pads every input to 128)."""
     from tokenizers import Tokenizer
 
     backend = getattr(hf_tokenizer, "backend_tokenizer", None)
@@ -135,8 +137,12 @@ def write_tokenizer(hf_tokenizer: Any, path: Path) -> Any:
     tok = Tokenizer.from_str(backend.to_str())
     tok.no_truncation()
     tok.no_padding()
-    tok.save(str(path))
-    return Tokenizer.from_file(str(path))
+    return tok
+
+
+def write_tokenizer(hf_tokenizer: Any, path: Path) -> None:
+    """:func:`bundle_tokenizer` saved as ``tokenizer.json``."""
+    bundle_tokenizer(hf_tokenizer).save(str(path))
 
 
 def head_infos(tasks: Iterable[Any], *, with_embedding: bool) -> tuple[HeadInfo, ...]:
@@ -150,11 +156,17 @@ def head_infos(tasks: Iterable[Any], *, with_embedding: bool) -> tuple[HeadInfo,
 
 
 def file_entries(root: Path) -> dict[str, FileEntry]:
-    """sha256 and size of every file under ``root`` except the manifest itself."""
+    """sha256 and size of every file under ``root`` except the manifest itself.
+
+    Hashed through the runtime's remembered hashes (keyed by real path, size, times and inode), so
+    that verifying the unchanged bundle afterwards does not hash any file again.
+    """
+    real_root = Path(os.path.realpath(root))
     out: dict[str, FileEntry] = {}
-    for p in sorted(root.rglob("*")):
+    for p in sorted(real_root.rglob("*")):
         if p.is_file() and p.name != MANIFEST_NAME:
-            out[p.relative_to(root).as_posix()] = FileEntry(sha256_file(p), p.stat().st_size)
+            st = p.stat()
+            out[p.relative_to(real_root).as_posix()] = FileEntry(hash_file(p, st), st.st_size)
     return out
 
 
@@ -175,8 +187,7 @@ def versions() -> dict[str, str]:
     }
 
 
-def build_manifest(
-    root: Path,
+def draft_manifest(
     *,
     inputs: Sequence[str],
     max_seq_len: int,
@@ -184,12 +195,11 @@ def build_manifest(
     embedding_dim: int,
     pad_token_id: int,
     heads: tuple[HeadInfo, ...],
-    variants: Sequence[Variant],
     encoder_sha256: str,
     provenance: dict[str, Any],
     tokenizer: bool = True,
 ) -> Manifest:
-    """The manifest of the files now in ``root`` (call it last: it hashes them)."""
+    """The manifest without its variants and files (:func:`with_files` adds them at the end)."""
     import mtst
 
     return Manifest(
@@ -202,11 +212,20 @@ def build_manifest(
         tokenizer=TOKENIZER_FILE if tokenizer else "",
         pad_token_id=pad_token_id,
         heads=heads,
+        variants=(),
+        files={},
+        encoder_sha256=encoder_sha256,
+        provenance=provenance,
+    )
+
+
+def with_files(draft: Manifest, root: Path, variants: Sequence[Variant]) -> Manifest:
+    """``draft`` with ``variants`` and the files now in ``root`` (call it last: it hashes them)."""
+    return dataclasses.replace(
+        draft,
         variants=tuple(variants),
         files=file_entries(root),
-        encoder_sha256=encoder_sha256,
         parity=PARITY_FILE if (root / PARITY_FILE).is_file() else None,
-        provenance=provenance,
     )
 
 
@@ -222,14 +241,6 @@ def share_modes(root: Path) -> None:
 
 def now_utc() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
-
-
-def verify_bundle(path: str | Path) -> Manifest:
-    """Read and verify a bundle (schema, every file's size and sha256, no unlisted graph); the
-    runtime's own verifier, so export and runtime can never disagree on what a valid bundle is."""
-    from mtst.runtime.bundle import load_bundle
-
-    return load_bundle(path, verify=True).manifest
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -2,20 +2,60 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 from tqdm import tqdm
 
 from mtst.errors import MtstError
+from mtst.runtime.manifest import PRECISION_ALIASES
 
-from .bundle import QUANTIZE_CHOICES
 from .guard import DEFAULT_EVAL_LIMIT, DEFAULT_MAX_METRIC_DROP, DEFAULT_MIN_LABEL_AGREEMENT
 from .onnx import DEFAULT_OPSET
 
 __all__ = ["main"]
+
+
+def _path_option(*decls: str, **kwargs: Any) -> Any:
+    """A click option that takes a file or folder path (as a ``Path``)."""
+    return click.option(*decls, type=click.Path(path_type=Path), **kwargs)
+
+
+@contextlib.contextmanager
+def _log_to_stderr(verbose: int) -> Iterator[None]:
+    """mtst's log lines on stderr (-v: info, -vv: debug) for the duration of the command."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    mtst_logger = logging.getLogger("mtst")
+    mtst_logger.addHandler(handler)
+    # some ONNX Runtime tools call logging.basicConfig(): keep our lines from printing twice
+    propagate, mtst_logger.propagate = mtst_logger.propagate, False
+    mtst_logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    try:
+        yield
+    finally:
+        mtst_logger.removeHandler(handler)
+        mtst_logger.propagate = propagate
+
+
+@contextlib.contextmanager
+def _progress_line(*, disable: bool) -> Iterator[Callable[[str], None]]:
+    """A one-line progress display on stderr (off when stderr is not a terminal); yields its setter."""
+    bar = tqdm(total=None, bar_format="{desc} [{elapsed}]", disable=disable or not sys.stderr.isatty())
+
+    def progress(msg: str) -> None:
+        bar.set_description_str(msg)
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        bar.close()
 
 
 def _eval_data(values: tuple[str, ...]) -> dict[str, str]:
@@ -32,14 +72,12 @@ def _eval_data(values: tuple[str, ...]) -> dict[str, str]:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("checkpoint", type=click.Path(path_type=Path))
-@click.option(
-    "-o", "--out", "out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write."
-)
+@_path_option("-o", "--out", "out", required=True, help="Bundle directory to write.")
 @click.option(
     "--quantize",
     "quantize",
     multiple=True,
-    metavar="|".join(k for k in QUANTIZE_CHOICES if k not in ("fp32", "int8-dynamic")),
+    metavar="|".join(k for k in PRECISION_ALIASES if k not in ("fp32", "int8-dynamic")),
     help="Precision of a variant; repeat for several variants in one bundle (default: none = fp32).",
 )
 @click.option(
@@ -47,14 +85,12 @@ def _eval_data(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--no-optimize", is_flag=True, help="Skip ONNX Runtime's transformer fusions.")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True)
-@click.option(
+@_path_option(
     "--calibration-data",
-    type=click.Path(path_type=Path),
     help="int8-static calibration sentences, one a line (default: the tasks' training sentences).",
 )
-@click.option(
+@_path_option(
     "--parity-data",
-    type=click.Path(path_type=Path),
     help="Real sentences for parity, one a line (default: $MTST_BENCH_CORPUS or bench/corpus-1000.txt "
     "beside the data root).",
 )
@@ -86,9 +122,7 @@ def _eval_data(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--no-accuracy-guard", is_flag=True, help="Do not score variants on validation data.")
 @click.option("--no-parity-check", is_flag=True, help="Write the bundle even if parity bounds are exceeded.")
 @click.option("--heads-only", is_flag=True, help="Write only the heads (needs --encoder-from).")
-@click.option(
-    "--encoder-from", type=click.Path(path_type=Path), help="Bundle whose encoder the heads are for."
-)
+@_path_option("--encoder-from", help="Bundle whose encoder the heads are for.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option(
     "--no-progress", is_flag=True, help="No progress line (it is off anyway when stderr is not a terminal)."
@@ -118,59 +152,43 @@ def main(
     """Export the mtst checkpoint CHECKPOINT as an ONNX bundle."""
     from . import export_bundle, export_heads
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    mtst_logger = logging.getLogger("mtst")
-    mtst_logger.addHandler(handler)
-    # some ONNX Runtime tools call logging.basicConfig(): keep our lines from printing twice
-    propagate, mtst_logger.propagate = mtst_logger.propagate, False
-    mtst_logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    bar = tqdm(total=None, bar_format="{desc} [{elapsed}]", disable=no_progress or not sys.stderr.isatty())
-
-    def progress(msg: str) -> None:
-        bar.set_description_str(msg)
-        bar.refresh()
-
-    try:
-        if heads_only != (encoder_from is not None):
-            raise click.UsageError("--heads-only and --encoder-from go together")
-        if heads_only:
-            if quantize or split or eval_data or calibration_data:
-                raise click.UsageError(
-                    "--heads-only writes fp32 heads only: drop --quantize/--split/--eval-data"
+    with _log_to_stderr(verbose), _progress_line(disable=no_progress) as progress:
+        try:
+            if heads_only != (encoder_from is not None):
+                raise click.UsageError("--heads-only and --encoder-from go together")
+            if heads_only:
+                if quantize or split or eval_data or calibration_data:
+                    raise click.UsageError(
+                        "--heads-only writes fp32 heads only: drop --quantize/--split/--eval-data"
+                    )
+                report = export_heads(
+                    checkpoint,
+                    out,
+                    encoder_from=encoder_from,  # type: ignore[arg-type]
+                    opset=opset,
+                    overwrite=overwrite,
+                    parity_check=not no_parity_check,
+                    parity_data=parity_data,
                 )
-            report = export_heads(
-                checkpoint,
-                out,
-                encoder_from=encoder_from,  # type: ignore[arg-type]
-                opset=opset,
-                overwrite=overwrite,
-                parity_check=not no_parity_check,
-                parity_data=parity_data,
-            )
-        else:
-            report = export_bundle(
-                checkpoint,
-                out,
-                quantize=quantize or ("none",),
-                split=split,
-                optimize=not no_optimize,
-                opset=opset,
-                overwrite=overwrite,
-                parity_check=not no_parity_check,
-                parity_data=parity_data,
-                calibration_data=calibration_data,
-                eval_data=_eval_data(eval_data),
-                eval_limit=eval_limit,
-                accuracy_guard=not no_accuracy_guard,
-                max_metric_drop=max_metric_drop,
-                min_label_agreement=min_label_agreement,
-                progress=progress,
-            )
-    except MtstError as exc:
-        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
-    finally:
-        bar.close()
-        mtst_logger.removeHandler(handler)
-        mtst_logger.propagate = propagate
+            else:
+                report = export_bundle(
+                    checkpoint,
+                    out,
+                    quantize=quantize or ("none",),
+                    split=split,
+                    optimize=not no_optimize,
+                    opset=opset,
+                    overwrite=overwrite,
+                    parity_check=not no_parity_check,
+                    parity_data=parity_data,
+                    calibration_data=calibration_data,
+                    eval_data=_eval_data(eval_data),
+                    eval_limit=eval_limit,
+                    accuracy_guard=not no_accuracy_guard,
+                    max_metric_drop=max_metric_drop,
+                    min_label_agreement=min_label_agreement,
+                    progress=progress,
+                )
+        except MtstError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     click.echo(report.summary())

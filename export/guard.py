@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_MIN_LABEL_AGREEMENT",
     "EvalSet",
     "GuardAttempt",
+    "GuardOptions",
     "GuardResult",
     "Scorer",
     "TaskScore",
@@ -53,6 +54,30 @@ _EPS = 1e-9  # a drop of exactly the limit passes (0.835 - 0.830 is 0.0050000000
 
 Batch = dict[str, np.ndarray]
 Outputs = Callable[[Batch], dict[str, np.ndarray]]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardOptions:
+    """How the guard judges a variant (``mtst-export --eval-data/--eval-limit/--max-metric-drop/...``)."""
+
+    enabled: bool = True
+    max_metric_drop: float = DEFAULT_MAX_METRIC_DROP
+    min_label_agreement: float = DEFAULT_MIN_LABEL_AGREEMENT
+    eval_data: Mapping[str, str | Path] | None = None  # task -> validation file (else the training config's)
+    eval_limit: int | None = DEFAULT_EVAL_LIMIT  # validation examples a task (seeded sample); None = all
+
+    def __post_init__(self) -> None:
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ConfigError(
+                f"eval_limit {self.eval_limit!r}: expected a positive number of examples or None"
+            )
+
+    def check_thresholds(self) -> None:
+        """ConfigError unless both thresholds are in range (checked where the guard runs)."""
+        if not 0.0 <= self.max_metric_drop < 1.0:
+            raise ConfigError(f"max_metric_drop {self.max_metric_drop!r}: expected a value in [0, 1)")
+        if not 0.0 < self.min_label_agreement <= 1.0:
+            raise ConfigError(f"min_label_agreement {self.min_label_agreement!r}: expected a value in (0, 1]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,16 +176,13 @@ def _sample(examples: list[Any], limit: int | None, seed: int = 0) -> list[Any]:
 
 
 def evaluation_sets(
-    meta: Mapping[str, Any],
-    tasks: Mapping[str, TaskSpec],
-    eval_data: Mapping[str, str | Path] | None = None,
-    *,
-    limit: int | None = DEFAULT_EVAL_LIMIT,
+    meta: Mapping[str, Any], tasks: Mapping[str, TaskSpec], options: GuardOptions
 ) -> dict[str, EvalSet]:
-    """Validation examples per task, from ``eval_data`` (task -> file) or the checkpoint's config."""
+    """Validation examples per task, from ``options.eval_data`` (task -> file) or the checkpoint's config,
+    at most ``options.eval_limit`` a task."""
     from mtst.data import DataSource, load_examples
 
-    eval_data = dict(eval_data or {})
+    eval_data, limit = dict(options.eval_data or {}), options.eval_limit
     unknown = sorted(set(eval_data) - set(tasks))
     if unknown:
         raise ConfigError(
@@ -237,13 +259,9 @@ class Scorer:
         eval_sets: Mapping[str, EvalSet],
         agreement_batches: Sequence[tuple[Batch, np.ndarray]],
         tasks: Mapping[str, TaskSpec],
-        max_metric_drop: float = DEFAULT_MAX_METRIC_DROP,
-        min_label_agreement: float = DEFAULT_MIN_LABEL_AGREEMENT,
+        options: GuardOptions,
     ) -> None:
-        if not 0.0 <= max_metric_drop < 1.0:
-            raise ConfigError(f"max_metric_drop {max_metric_drop!r}: expected a value in [0, 1)")
-        if not 0.0 < min_label_agreement <= 1.0:
-            raise ConfigError(f"min_label_agreement {min_label_agreement!r}: expected a value in (0, 1]")
+        options.check_thresholds()
         missing = [t for t in tasks if t not in eval_sets]
         if missing and not agreement_batches:
             raise ConfigError(
@@ -256,8 +274,8 @@ class Scorer:
         self.eval_sets = dict(eval_sets)
         self.agreement_batches = list(agreement_batches)
         self.tasks = dict(tasks)
-        self.max_metric_drop = max_metric_drop
-        self.min_label_agreement = min_label_agreement
+        self.max_metric_drop = options.max_metric_drop
+        self.min_label_agreement = options.min_label_agreement
         self._ref_eval: dict[str, Any] = {}
         self._ref_outputs: list[dict[str, np.ndarray]] | None = None
         if missing:

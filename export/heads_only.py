@@ -2,47 +2,26 @@
 
 After heads are retrained on a frozen encoder, only ``heads.onnx`` (+ ``token_heads.onnx``) change:
 a bundle of a few kilobytes that ``Engine.swap_heads`` takes. The checkpoint's encoder fingerprint
-must equal the old bundle's ``encoder_sha256``.
+must equal the old bundle's ``encoder_sha256``. The bundle ends like every export, with
+:func:`mtst.export.pipeline.finish` (parity, manifest, verification).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from mtst.errors import BundleError, ConfigError, ParityError
-from mtst.runtime.fsutil import atomic_directory, atomic_write_json
-from mtst.runtime.manifest import MANIFEST_NAME, Layout, Precision, Variant
+from mtst.errors import BundleError, ConfigError
+from mtst.runtime.bundle import verify_bundle
+from mtst.runtime.fsutil import atomic_directory
+from mtst.runtime.manifest import Layout, Manifest, Precision, Variant
 from mtst.tasks import TaskKind
 
-from .bundle import (
-    PARITY_FILE,
-    ExportReport,
-    build_manifest,
-    build_provenance,
-    encoder_fingerprint,
-    graph_file,
-    head_infos,
-    share_modes,
-    variant_report,
-    verify_bundle,
-    with_parity,
-)
-from .onnx import DEFAULT_OPSET, TRACE_BATCH, GraphKind, check_opset, export_graph
-from .parity import (
-    PARITY_BOUNDS,
-    POOL_SIZE,
-    build_cases,
-    check_bounds,
-    load_sentences,
-    parity_document,
-    run_parity,
-    trace_length,
-)
-from .pipeline import check_out, default_sentence_file
-from .runners import OrtRunner, TorchRunner
+from .bundle import ExportReport, build_provenance, draft_manifest, encoder_fingerprint, head_infos
+from .graphs import head_graphs
+from .onnx import DEFAULT_OPSET, check_opset
+from .parity import trace_length
+from .pipeline import check_out, finish
+from .sentences import parity_sentences
 
 __all__ = ["export_heads"]
 
@@ -69,12 +48,7 @@ def export_heads(
     check_out(out, overwrite)
     old = verify_bundle(old_dir)
     meta = read_meta(checkpoint)
-    fingerprint = encoder_fingerprint(checkpoint)
-    if old.encoder_sha256 != fingerprint:
-        raise BundleError(
-            f"{checkpoint}: encoder weights hash to {fingerprint}, but {old_dir} was exported from encoder "
-            f"{old.encoder_sha256}: heads trained on another encoder cannot run on it (export a full bundle)"
-        )
+    fingerprint = _same_encoder(checkpoint, old_dir, old)
     model = load_model(checkpoint).eval()
     if model.pooling.value != old.pooling or model.hidden_size != old.embedding_dim:
         raise BundleError(
@@ -83,21 +57,10 @@ def export_heads(
         )
     if not model.task_list(TaskKind.SENTENCE):
         raise ConfigError(f"{checkpoint}: a heads-only bundle needs at least one sentence head (heads.onnx)")
-    tasks = dict(model.tasks)
-    sentence_file = Path(parity_data) if parity_data is not None else default_sentence_file(meta)
-    if sentence_file is None and parity_check:
-        raise ConfigError("no real sentences for parity: pass --parity-data FILE (one sentence a line)")
-    pool = load_sentences(sentence_file, limit=POOL_SIZE) if sentence_file is not None else []
+    sentences = parity_sentences(meta, parity_data, required=parity_check)
     trace_len = trace_length(model.max_seq_len)
-    violations: list[str] = []
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        graphs = {"heads": graph_file("heads", Precision.FP32)}
-        export_graph(model, tmp / graphs["heads"], GraphKind.HEADS, opset=opset, trace_len=trace_len)
-        if model.task_list(TaskKind.TOKEN):
-            graphs["token_heads"] = graph_file("token_heads", Precision.FP32)
-            export_graph(
-                model, tmp / graphs["token_heads"], GraphKind.TOKEN_HEADS, opset=opset, trace_len=trace_len
-            )
+        graphs = head_graphs(model, tmp, opset=opset, trace_len=trace_len)
         variant = Variant(
             Precision.FP32,
             Layout.HEADS,
@@ -105,57 +68,13 @@ def export_heads(
             opset,
             {"bytes": {g: (tmp / g).stat().st_size for g in graphs.values()}},
         )
-        results: dict[str, dict[str, Any]] = {}
-        if pool:
-            from tokenizers import Tokenizer
-
-            tokenizer = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
-            tokenizer.no_padding()
-            tokenizer.no_truncation()
-            inputs = tuple(model.input_names)
-            cases = build_cases(
-                tokenizer,
-                pool,
-                max_seq_len=model.max_seq_len,
-                inputs=inputs,
-                pad_id=int(model.tokenizer.pad_token_id or 0),
-            )
-            torch_ref = TorchRunner(model)
-            ort_heads = OrtRunner(tmp, variant, inputs)
-
-            def candidate(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-                return ort_heads.run_heads(torch_ref(feeds))
-
-            heads = [(t.name, t.kind.value) for t in tasks.values()]
-            results = run_parity(
-                torch_ref, {variant.key: (Precision.FP32, candidate)}, cases, heads, embedding=False
-            )
-            violations = check_bounds(variant.key, results[variant.key], PARITY_BOUNDS[Precision.FP32])
-            atomic_write_json(
-                tmp / PARITY_FILE,
-                parity_document(
-                    pool,
-                    sentence_file,
-                    model.max_seq_len,
-                    (TRACE_BATCH, trace_len),
-                    [variant],
-                    results,
-                    violations,
-                    parity_check,
-                ),
-            )
-            if violations and parity_check:
-                raise ParityError(f"{out}: heads disagree with torch:\n  " + "\n  ".join(violations))
-        variant = with_parity(variant, results.get(variant.key))
-        manifest = build_manifest(
-            tmp,
+        draft = draft_manifest(
             inputs=old.inputs,
             max_seq_len=old.max_seq_len,
             pooling=old.pooling,
             embedding_dim=old.embedding_dim,
             pad_token_id=old.pad_token_id,
-            heads=head_infos(tasks.values(), with_embedding=False),
-            variants=[variant],
+            heads=head_infos(model.tasks.values(), with_embedding=False),
             encoder_sha256=fingerprint,
             provenance=build_provenance(
                 meta,
@@ -169,14 +88,26 @@ def export_heads(
             ),
             tokenizer=False,
         )
-        (tmp / MANIFEST_NAME).write_text(manifest.to_json(), encoding="utf-8")
-        share_modes(tmp)
-        verify_bundle(tmp)
-    return ExportReport(
-        bundle=out,
-        encoder_sha256=fingerprint,
-        variants=(variant_report(variant, None),),
-        parity_checked=parity_check and bool(pool),
-        parity_violations=tuple(violations),
-        guard="off (heads-only: fp32 heads on the unchanged encoder)",
-    )
+        report = finish(
+            tmp,
+            out,
+            model,
+            [variant],
+            draft,
+            sentences=sentences,
+            trace_len=trace_len,
+            parity_check=parity_check,
+            guard="off (heads-only: fp32 heads on the unchanged encoder)",
+        )
+    return report
+
+
+def _same_encoder(checkpoint: Path, old_dir: Path, old: Manifest) -> str:
+    """The checkpoint's encoder fingerprint, refused unless it is the one the old bundle was exported from."""
+    fingerprint = encoder_fingerprint(checkpoint)
+    if old.encoder_sha256 != fingerprint:
+        raise BundleError(
+            f"{checkpoint}: encoder weights hash to {fingerprint}, but {old_dir} was exported from encoder "
+            f"{old.encoder_sha256}: heads trained on another encoder cannot run on it (export a full bundle)"
+        )
+    return fingerprint

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,6 @@ __all__ = [
     "OPSET_RANGE",
     "TRACE_BATCH",
     "GraphKind",
-    "OnnxGraph",
     "check_opset",
     "export_graph",
     "graph_io",
@@ -56,17 +54,6 @@ class GraphKind(str, Enum):
     ENCODER = "encoder"
     HEADS = "heads"
     TOKEN_HEADS = "token_heads"
-
-
-@dataclass(frozen=True, slots=True)
-class OnnxGraph:
-    """An exported graph file and its I/O names."""
-
-    path: Path
-    kind: GraphKind
-    inputs: tuple[str, ...]
-    outputs: tuple[str, ...]
-    opset: int
 
 
 def check_opset(opset: int) -> int:
@@ -163,8 +150,8 @@ def _all_eval(module: nn.Module) -> list[str]:
 
 def export_graph(
     model: Any, path: Path, kind: GraphKind, *, opset: int, trace_len: int, expose_states: bool = False
-) -> OnnxGraph:
-    """Export one graph of ``model`` (a MultiTaskModel) to ``path``.
+) -> None:
+    """Export one graph of ``model`` (a MultiTaskModel) to ``path`` (I/O names: :func:`graph_io`).
 
     ``expose_states`` adds the ``token_states`` output to a single/encoder graph: a *work* graph whose
     quantizers must tell the encoder from the heads (:func:`mtst.export.quantize.strip_outputs`
@@ -201,4 +188,3 @@ def export_graph(
     if still_training:
         raise ParityError(f"after export, modules are in training mode (dropout on): {still_training[:5]}")
     logger.info("exported %s graph to %s (opset %d)", kind.value, path, opset)
-    return OnnxGraph(path=path, kind=kind, inputs=inputs, outputs=outputs, opset=opset)

@@ -29,6 +29,7 @@ import numpy as np
 from mtst.errors import DataError
 from mtst.runtime.manifest import Precision, Variant
 from mtst.runtime.texts import read_sentences
+from mtst.runtime.tokenize import TextTokenizer
 
 __all__ = [
     "BATCH_SIZES",
@@ -342,37 +343,22 @@ def bounds_dict(precision: Precision) -> dict[str, Any]:
 
 
 def sentence_batches(
-    tokenizer: Any,
-    sentences: Sequence[str],
-    *,
-    max_seq_len: int,
-    inputs: Sequence[str],
-    pad_id: int,
-    batch_size: int = 32,
+    tokenizer: TextTokenizer, sentences: Sequence[str], *, batch_size: int = 32
 ) -> list[tuple[dict[str, np.ndarray], np.ndarray]]:
-    """Real sentences as the runtime feeds them: truncated at ``max_seq_len``, padded per batch.
+    """Real sentences as the runtime feeds them (its own tokenizer: truncated at ``max_seq_len``, padded
+    per batch).
 
     Returns (feeds, real) pairs; ``real`` marks word-pieces that are neither padding nor special.
     """
-    tokenizer.enable_truncation(max_length=max_seq_len)
-    try:
-        encodings = tokenizer.encode_batch(list(sentences))
-    finally:
-        tokenizer.no_truncation()
+    encodings, _ = tokenizer.encode(list(sentences))
     out = []
     for start in range(0, len(encodings), batch_size):
         chunk = encodings[start : start + batch_size]
-        width = max(len(e.ids) for e in chunk)
-        ids = np.full((len(chunk), width), pad_id, dtype=np.int64)
-        types = np.zeros_like(ids)
-        mask = np.zeros_like(ids)
-        real = np.zeros(ids.shape, dtype=bool)
+        feeds = tokenizer.pad(chunk)
+        real = np.zeros(feeds["input_ids"].shape, dtype=bool)
         for b, e in enumerate(chunk):
-            n = len(e.ids)
-            ids[b, :n], types[b, :n], mask[b, :n] = e.ids, e.type_ids, 1
-            real[b, :n] = ~np.asarray(e.special_tokens_mask, dtype=bool)
-        feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-        out.append(({k: feeds[k] for k in inputs}, real))
+            real[b, : len(e)] = ~np.asarray(e.special_tokens_mask, dtype=bool)
+        out.append((feeds, real))
     return out
 
 

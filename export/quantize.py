@@ -32,7 +32,7 @@ import numpy as np
 import onnx
 
 from mtst.errors import ConfigError
-from mtst.runtime.manifest import Precision
+from mtst.runtime.manifest import Precision, parse_precision
 
 __all__ = [
     "DEFAULT_FP32_GROUPS",
@@ -206,7 +206,7 @@ def quantize_graph(
     calibration: Sequence[dict[str, np.ndarray]] = (),
 ) -> QuantizeResult:
     """Write the ``precision`` variant of graph ``src`` (which exposes ``token_states``) to ``dst``."""
-    precision = Precision(precision)
+    precision = parse_precision(precision, "quantize_graph: precision")
     if precision is Precision.FP32:
         raise ConfigError("quantize_graph: fp32 is the unquantized graph, nothing to do")
     quiet = _QuietQuantizer()

@@ -17,7 +17,6 @@ file changed in any way is hashed again.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import stat
@@ -26,14 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from mtst.errors import BundleError
-from mtst.runtime.manifest import MANIFEST_NAME, Layout, Manifest, Variant
+from mtst.runtime.manifest import MANIFEST_NAME, Layout, Manifest, Variant, sha256_file
 from mtst.runtime.onnx_refs import external_data_refs
 
 __all__ = ["Bundle", "clear_hash_cache", "hash_file", "load_bundle", "verify_bundle"]
 
 logger = logging.getLogger(__name__)
 
-_HASH_BUFFER = 1 << 22  # 4 MiB reads: fewer syscalls; sha256 itself dominates beyond ~64 KiB
 _hash_cache: dict[tuple[str, int, int, int, int], str] = {}
 _hash_lock = threading.Lock()
 
@@ -52,13 +50,7 @@ def hash_file(path: Path, st: os.stat_result | None = None) -> str:
         cached = _hash_cache.get(key)
     if cached is not None:
         return cached
-    h = hashlib.sha256()
-    buf = bytearray(_HASH_BUFFER)
-    view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
-        while n := f.readinto(view):
-            h.update(view[:n])
-    digest = h.hexdigest()
+    digest = sha256_file(path)
     with _hash_lock:
         _hash_cache[key] = digest
     return digest
@@ -147,9 +139,22 @@ def _unlisted_graphs(root: Path, manifest: Manifest) -> list[str]:
     return sorted(found)
 
 
-def verify_bundle(root: Path, manifest: Manifest) -> None:
-    """Steps 2-4 of the module docstring for an already parsed manifest (raises BundleError)."""
-    root = Path(os.path.realpath(root))
+def _bundle_root(path: str | Path) -> Path:
+    given = Path(path)
+    if not given.is_dir():
+        raise BundleError(f"{given}: not a directory (a bundle is a folder holding {MANIFEST_NAME})")
+    return Path(os.path.realpath(given))
+
+
+def verify_bundle(root: str | Path, manifest: Manifest | None = None) -> Manifest:
+    """Verify the bundle folder ``root`` and return its manifest (raises BundleError).
+
+    Steps 1-4 of the module docstring; step 1 (reading ``manifest.json``) is skipped when the parsed
+    ``manifest`` is given.
+    """
+    root = _bundle_root(root)
+    if manifest is None:
+        manifest = Manifest.read(root)
     for name, entry in manifest.files.items():
         _check_listed_file(root, name, entry.bytes, entry.sha256)
     graphs = sorted({g for v in manifest.variants for g in v.graphs.values()})
@@ -160,14 +165,12 @@ def verify_bundle(root: Path, manifest: Manifest) -> None:
         raise BundleError(
             f"{root}: graph files not listed in {MANIFEST_NAME}: {unlisted} (remove them or re-export)"
         )
+    return manifest
 
 
 def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
     """Read ``manifest.json`` of the bundle at ``path`` and (by default) verify the whole folder."""
-    given = Path(path)
-    if not given.is_dir():
-        raise BundleError(f"{given}: not a directory (a bundle is a folder holding {MANIFEST_NAME})")
-    root = Path(os.path.realpath(given))
+    root = _bundle_root(path)
     manifest = Manifest.read(root)
     if verify:
         verify_bundle(root, manifest)

@@ -12,9 +12,10 @@ import pytest
 from tokenizers import Tokenizer
 
 from mtst.errors import BundleError, ConfigError
-from mtst.export import encoder_fingerprint, export_bundle, export_heads, verify_bundle
+from mtst.export import encoder_fingerprint, export_bundle, export_heads
 from mtst.export.runners import OrtRunner, TorchRunner
 from mtst.model import MultiTaskModel
+from mtst.runtime import verify_bundle
 from mtst.runtime.manifest import HeadKind, Layout, Manifest, Precision
 from mtst.tasks import TaskSpec
 
@@ -205,3 +206,25 @@ def test_overwrite_replaces_a_bundle(tiny_checkpoint, tiny_bundle, tmp_path, ben
     )
     assert verify_bundle(copy).variants[0].layout is Layout.SPLIT
     assert not (copy / "model.onnx").exists()
+
+
+def test_export_hashes_every_file_once(tiny_checkpoint, tmp_path, bench_corpus, monkeypatch) -> None:
+    """The manifest's hashes are the ones the runtime's verification checks: no file is hashed twice."""
+    import mtst.runtime.bundle
+    import mtst.runtime.manifest
+
+    hashed: list[str] = []
+    real = mtst.runtime.manifest.sha256_file
+
+    def counting(path, **kwargs):
+        hashed.append(Path(path).name)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(mtst.runtime.manifest, "sha256_file", counting)
+    monkeypatch.setattr(mtst.runtime.bundle, "sha256_file", counting)
+    out = tmp_path / "b"
+    export_bundle(tiny_checkpoint, out, split=True, parity_data=bench_corpus, accuracy_guard=False)
+    files = Manifest.read(out).files
+    assert len(files) == 5 and sorted(hashed) == sorted(files)
+    for name, entry in files.items():
+        assert entry.sha256 == real(out / name)

@@ -14,8 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from mtst.errors import CheckpointError, ConfigError, DataError
-from mtst.export import export_bundle, verify_bundle
+from mtst.export import export_bundle
 from mtst.export.cli import main
+from mtst.runtime import verify_bundle
 from mtst.runtime.manifest import Layout, Precision
 
 

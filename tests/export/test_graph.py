@@ -12,11 +12,12 @@ import pytest
 from tokenizers import Tokenizer
 
 from mtst.errors import ParityError
-from mtst.export import export_bundle, verify_bundle
+from mtst.export import export_bundle
 from mtst.export.fusion import encoder_geometry, fuse_graph
 from mtst.export.onnx import GraphKind, export_graph
 from mtst.export.parity import BATCH_SIZES, build_cases, load_sentences, parity_lengths, trace_length
 from mtst.export.quantize import encoder_core, sensitive_groups
+from mtst.runtime import verify_bundle
 
 
 @pytest.fixture

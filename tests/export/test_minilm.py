@@ -11,7 +11,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from mtst.export import export_bundle, verify_bundle
+from mtst.export import export_bundle
+from mtst.runtime import verify_bundle
 from mtst.runtime.manifest import Precision
 
 pytestmark = pytest.mark.slow
