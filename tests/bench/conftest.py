@@ -107,4 +107,4 @@ def tiny_report(
     report = run_benchmark(config)
     out = tmp_path_factory.mktemp("bench-out")
     write_report(report, out)
-    return report, out
+    return report.to_dict(), out
