@@ -7,30 +7,39 @@ export=True)``, ``ORTQuantizer`` with the avx2 dynamic int8 configs, per-channel
 sentence-transformers builds its model (Transformer + Pooling + Normalize; torch and ONNX backends,
 through ``encode()``). All exports happen here, before any timing, in a temporary directory, offline.
 
-A peer is one small class with a ``name``, the modules it ``needs``, and three steps: ``prepare``
-(export the files it loads), ``load`` (a :class:`~mtst.bench.systems.System` that runs it) and
-``cold_start`` (what a fresh process runs to start it); it is registered in :data:`PEERS` under its
-:class:`Peer` value. Everything a peer runs needs the ``compare`` extra (torch, transformers, optimum,
-sentence-transformers), imported only when ``--compare`` asks for peers.
+Each peer is one small class (:class:`~mtst.bench.peer_base.PeerKind`: a name, the modules it needs,
+``prepare`` / ``load`` / ``cold_start``) registered in :data:`PEERS` under its :class:`Peer` value;
+``--compare`` names them (or a group of :data:`PEER_GROUPS`). Everything a peer runs needs the
+``compare`` extra (torch, transformers, optimum, sentence-transformers), imported only when
+``--compare`` asks for peers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import numpy as np
 
 from mtst.errors import ConfigError
 
 from .coldstart import ColdStartSpec
+from .peer_base import (
+    ORT_OPTIONS_CHILD,
+    PeerFiles,
+    PeerKind,
+    PeerOptions,
+    child_params,
+    ort_session_options,
+    quiet_libraries,
+)
+from .peer_st import SentenceTransformersPeer
 from .reference import TorchReference
 from .systems import Batching, Family, System
 
@@ -62,69 +71,6 @@ class Peer(str, Enum):
     ST_ONNX = "st-onnx"
 
 
-@dataclass(frozen=True, slots=True)
-class PeerFiles:
-    """What a peer loads, written by its ``prepare`` step."""
-
-    dir: Path
-    file: str | None = None  # the graph inside ``dir``, where the peer's loader wants it named
-
-
-@dataclass(frozen=True, slots=True)
-class PeerOptions:
-    """The same for every system of a run."""
-
-    threads: int
-    spinning: bool  # ONNX Runtime worker spinning (peers on ONNX Runtime)
-    batch_size: int
-
-
-class PeerKind(Protocol):
-    """One peer: how its files are made, how it runs in the benchmark, how a fresh process starts it."""
-
-    @property
-    def name(self) -> str: ...  # as reports name it
-
-    @property
-    def needs(self) -> tuple[str, ...]: ...  # modules, checked before anything is imported
-
-    def prepare(self, ref: TorchReference, hf_dir: Path, workdir: Path) -> PeerFiles: ...
-
-    def load(self, files: PeerFiles, ref: TorchReference, options: PeerOptions) -> System: ...
-
-    def cold_start(self, files: PeerFiles, sentence: str, options: PeerOptions) -> ColdStartSpec: ...
-
-
-# ---------------------------------------------------------------------------------------------- shared
-def _ort_session_options(threads: int, spinning: bool) -> Any:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    return so
-
-
-# the same, in a cold-start child (``args`` holds threads and spinning): defines ``so``
-_ORT_OPTIONS_CHILD = (
-    "import onnxruntime as ort\n"
-    "so = ort.SessionOptions(); so.intra_op_num_threads = args['threads']; so.inter_op_num_threads = 1\n"
-    "so.add_session_config_entry('session.intra_op.allow_spinning', '1' if args['spinning'] else '0')\n"
-)
-
-
-def _child_params(sentence: str, options: PeerOptions, **paths: str) -> dict[str, Any]:
-    return {"sentence": sentence, "threads": options.threads, "spinning": options.spinning, **paths}
-
-
-def _quiet_libraries() -> None:
-    for name in ("optimum", "sentence_transformers", "transformers", "onnxruntime", "torch.onnx"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-# ---------------------------------------------------------------------------------------------- torch
 @dataclass(frozen=True, slots=True)
 class TorchPeer:
     """torch eager fp32: the reference model itself, every head decoded (``TorchReference.predict``)."""
@@ -166,7 +112,7 @@ class TorchPeer:
             imports="import torch\nfrom mtst.model import MultiTaskModel\ntorch.set_num_threads(args['threads'])",
             load="model = MultiTaskModel.from_pretrained(args['checkpoint']).eval()",
             first="with torch.inference_mode():\n    model(**model.tokenize([args['sentence']]))",
-            params=_child_params(sentence, options, checkpoint=str(files.dir)),
+            params=child_params(sentence, options, checkpoint=str(files.dir)),
         )
 
 
@@ -201,7 +147,7 @@ class OptimumPeer:
             str(files.dir),
             file_name=files.file,
             provider="CPUExecutionProvider",
-            session_options=_ort_session_options(options.threads, options.spinning),
+            session_options=ort_session_options(options.threads, options.spinning),
         )
         tokenizer = AutoTokenizer.from_pretrained(str(files.dir))
         pooling, max_len, size = ref.model.pooling, ref.model.max_seq_len, options.batch_size
@@ -244,7 +190,7 @@ class OptimumPeer:
                 "import torch\nfrom optimum.onnxruntime import ORTModelForFeatureExtraction\n"
                 "from transformers import AutoTokenizer\ntorch.set_num_threads(args['threads'])"
             ),
-            load=_ORT_OPTIONS_CHILD
+            load=ORT_OPTIONS_CHILD
             + (
                 "model = ORTModelForFeatureExtraction.from_pretrained(args['dir'], file_name=args['file'], "
                 "provider='CPUExecutionProvider', session_options=so)\n"
@@ -257,7 +203,7 @@ class OptimumPeer:
                 "    m = enc['attention_mask'].unsqueeze(-1).to(h.dtype)\n"
                 "    torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)"
             ),
-            params=_child_params(sentence, options, dir=str(files.dir), file=files.file or ""),
+            params=child_params(sentence, options, dir=str(files.dir), file=files.file or ""),
         )
 
 
@@ -280,102 +226,6 @@ def _export_optimum(model: Any, hf_dir: Path, workdir: Path, kind: OptimumPeer) 
 
 
 # ---------------------------------------------------------------------------------------------- sentence-transformers
-@dataclass(frozen=True, slots=True)
-class SentenceTransformersPeer:
-    """``SentenceTransformer(dir, backend=...).encode(texts)`` (which sorts a corpus by length)."""
-
-    name: str
-    backend: Literal["torch", "onnx"]
-
-    @property
-    def needs(self) -> tuple[str, ...]:
-        onnx = ("optimum.onnxruntime",) if self.backend == "onnx" else ()
-        return ("torch", "transformers", "sentence_transformers", *onnx)
-
-    def prepare(self, ref: TorchReference, hf_dir: Path, workdir: Path) -> PeerFiles:
-        st_dir = workdir / "sentence-transformers"  # one model for both backends
-        if not (st_dir / "modules.json").is_file():
-            _export_st(ref.model, hf_dir, st_dir, onnx=False)
-        if self.backend == "onnx" and not (st_dir / "onnx").is_dir():
-            _export_st(ref.model, hf_dir, st_dir, onnx=True)
-        return PeerFiles(st_dir)
-
-    def load(self, files: PeerFiles, ref: TorchReference, options: PeerOptions) -> System:
-        from sentence_transformers import SentenceTransformer
-
-        if self.backend == "onnx":
-            session_options = _ort_session_options(options.threads, options.spinning)
-            model_kwargs = {"provider": "CPUExecutionProvider", "session_options": session_options}
-            st = SentenceTransformer(str(files.dir), device="cpu", backend="onnx", model_kwargs=model_kwargs)
-            providers = list(st[0].auto_model.model.get_providers())
-        else:
-            st = SentenceTransformer(str(files.dir), device="cpu", backend="torch")
-            providers = ["torch cpu"]
-
-        def encode(texts: Sequence[str], bs: int) -> np.ndarray:
-            out = st.encode(list(texts), batch_size=bs, normalize_embeddings=True, show_progress_bar=False)
-            return np.asarray(out, dtype=np.float32)
-
-        return System(
-            name=self.name,
-            family=Family.SENTENCE_TRANSFORMERS,
-            precision="fp32",
-            run_one=lambda text: encode([text], 1),
-            run_corpus=lambda texts: encode(texts, options.batch_size),
-            embed=lambda texts: encode(texts, 32),
-            corpus_batching=Batching.CHAR_SORTED,
-            facts={
-                "how": f"SentenceTransformer(dir, backend={self.backend!r})"
-                f".encode(texts, batch_size={options.batch_size}, normalize_embeddings=True) (sorts by length)",
-                "active_providers": providers,
-                "threads": options.threads,
-                "spinning": options.spinning if self.backend == "onnx" else None,
-            },
-        )
-
-    def cold_start(self, files: PeerFiles, sentence: str, options: PeerOptions) -> ColdStartSpec:
-        load = (
-            _ORT_OPTIONS_CHILD + "st = SentenceTransformer(args['dir'], device='cpu', backend='onnx', "
-            "model_kwargs={'provider': 'CPUExecutionProvider', 'session_options': so})"
-            if self.backend == "onnx"
-            else "st = SentenceTransformer(args['dir'], device='cpu', backend='torch')"
-        )
-        return ColdStartSpec(
-            self.name,
-            imports=(
-                "import torch\nfrom sentence_transformers import SentenceTransformer\n"
-                "torch.set_num_threads(args['threads'])"
-            ),
-            load=load,
-            first="st.encode([args['sentence']], normalize_embeddings=True, show_progress_bar=False)",
-            params=_child_params(sentence, options, dir=str(files.dir)),
-        )
-
-
-def _st_modules() -> tuple[Any, Any, Any]:
-    """Normalize, Pooling, Transformer: moved to ``sentence_transformer.modules`` in sentence-transformers 5."""
-    try:
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    except ImportError:  # sentence-transformers < 5
-        from sentence_transformers.models import Normalize, Pooling, Transformer  # type: ignore[no-redef]
-    return Normalize, Pooling, Transformer
-
-
-def _export_st(model: Any, hf_dir: Path, st_dir: Path, *, onnx: bool) -> None:
-    from sentence_transformers import SentenceTransformer
-
-    normalize, pooling_cls, transformer_cls = _st_modules()
-    transformer = transformer_cls(str(hf_dir), max_seq_length=model.max_seq_len)
-    pooling = pooling_cls(model.hidden_size, pooling_mode=model.pooling.value)
-    SentenceTransformer(modules=[transformer, pooling, normalize()], device="cpu").save(str(st_dir))
-    if onnx:
-        # the ONNX backend exports on first load; saving keeps onnx/model.onnx for later loads
-        st = SentenceTransformer(
-            str(st_dir), backend="onnx", model_kwargs={"provider": "CPUExecutionProvider"}
-        )
-        st.save(str(st_dir))
-
-
 # ---------------------------------------------------------------------------------------------- the table
 PEERS: dict[Peer, PeerKind] = {
     Peer.TORCH: TorchPeer(),
@@ -460,7 +310,7 @@ def prepare_peer_files(
     A peer whose export raises is left out and its error recorded in ``failed`` (when given; else the
     error propagates).
     """
-    _quiet_libraries()
+    quiet_libraries()
     hf_dir = workdir / "hf-encoder"
     reference.model.encoder.save_pretrained(str(hf_dir))
     reference.model.tokenizer.save_pretrained(str(hf_dir))
