@@ -45,13 +45,8 @@ class ClosedLoop:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ClosedLoop:
-        return cls(
-            n_sentences=d["n_sentences"],
-            rounds=d["rounds"],
-            warmup=d["warmup"],
-            latency={name: LatencyStats.from_dict(row["latency"]) for name, row in d["systems"].items()},
-            samples_ms={name: list(v) for name, v in d["samples_ms"].items()},
-        )
+        latency = {name: LatencyStats.from_dict(row["latency"]) for name, row in d["systems"].items()}
+        return cls(d["n_sentences"], d["rounds"], d["warmup"], latency, dict(d["samples_ms"]))
 
 
 def closed_loop(

@@ -101,14 +101,9 @@ class Throughput:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Throughput:
-        return cls(
-            n_sentences=d["n_sentences"],
-            batch_size=d["batch_size"],
-            rounds=d["rounds"],
-            rows={name: ThroughputRow.from_dict(name, row) for name, row in d["systems"].items()},
-            bucketing_gain=dict(d["bucketing_gain"]),
-            reference=d["reference"],
-        )
+        rows = {name: ThroughputRow.from_dict(name, row) for name, row in d["systems"].items()}
+        gain = dict(d["bucketing_gain"])
+        return cls(d["n_sentences"], d["batch_size"], d["rounds"], rows, gain, d["reference"])
 
 
 PADDED_SUFFIX = " (plain padded batches)"
