@@ -36,9 +36,9 @@ class SentenceTransformersPeer:
     def prepare(self, ref: TorchReference, hf_dir: Path, workdir: Path) -> PeerFiles:
         st_dir = workdir / "sentence-transformers"  # one model for both backends
         if not (st_dir / "modules.json").is_file():
-            _export_st(ref.model, hf_dir, st_dir, onnx=False)
+            _export_st(ref, hf_dir, st_dir, onnx=False)
         if self.backend == "onnx" and not (st_dir / "onnx").is_dir():
-            _export_st(ref.model, hf_dir, st_dir, onnx=True)
+            _export_st(ref, hf_dir, st_dir, onnx=True)
         return PeerFiles(st_dir)
 
     def load(self, files: PeerFiles, ref: TorchReference, options: PeerOptions) -> System:
@@ -102,10 +102,11 @@ def _st_modules() -> tuple[Any, Any, Any]:
     return Normalize, Pooling, Transformer
 
 
-def _export_st(model: Any, hf_dir: Path, st_dir: Path, *, onnx: bool) -> None:
+def _export_st(ref: TorchReference, hf_dir: Path, st_dir: Path, *, onnx: bool) -> None:
     from sentence_transformers import SentenceTransformer
 
     normalize, pooling_cls, transformer_cls = _st_modules()
+    model = ref.model
     transformer = transformer_cls(str(hf_dir), max_seq_length=model.max_seq_len)
     pooling = pooling_cls(model.hidden_size, pooling_mode=model.pooling.value)
     SentenceTransformer(modules=[transformer, pooling, normalize()], device="cpu").save(str(st_dir))

@@ -23,7 +23,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -133,7 +132,7 @@ class OptimumPeer:
         return f"AutoQuantizationConfig.avx2(is_static=False, per_channel={self.per_channel})"
 
     def prepare(self, ref: TorchReference, hf_dir: Path, workdir: Path) -> PeerFiles:
-        directory, file_name = _export_optimum(ref.model, hf_dir, workdir, self)
+        directory, file_name = _export_optimum(ref, hf_dir, workdir, self)
         return PeerFiles(directory, file_name)
 
     def load(self, files: PeerFiles, ref: TorchReference, options: PeerOptions) -> System:
@@ -207,7 +206,7 @@ class OptimumPeer:
         )
 
 
-def _export_optimum(model: Any, hf_dir: Path, workdir: Path, kind: OptimumPeer) -> tuple[Path, str]:
+def _export_optimum(ref: TorchReference, hf_dir: Path, workdir: Path, kind: OptimumPeer) -> tuple[Path, str]:
     """The fp32 export (shared by the int8 peers, made once), then the peer's quantized copy."""
     from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
@@ -215,13 +214,13 @@ def _export_optimum(model: Any, hf_dir: Path, workdir: Path, kind: OptimumPeer) 
     fp32_dir = workdir / Peer.OPTIMUM_FP32.value
     if not (fp32_dir / "model.onnx").is_file():
         ORTModelForFeatureExtraction.from_pretrained(str(hf_dir), export=True).save_pretrained(str(fp32_dir))
-        model.tokenizer.save_pretrained(str(fp32_dir))
+        ref.tokenizer.save_pretrained(str(fp32_dir))
     if kind.per_channel is None:
         return fp32_dir, "model.onnx"
     out = workdir / kind.peer.value
     qconfig = AutoQuantizationConfig.avx2(is_static=False, per_channel=kind.per_channel)
     ORTQuantizer.from_pretrained(str(fp32_dir)).quantize(save_dir=str(out), quantization_config=qconfig)
-    model.tokenizer.save_pretrained(str(out))
+    ref.tokenizer.save_pretrained(str(out))
     return out, "model_quantized.onnx"
 
 
