@@ -17,15 +17,16 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["BenchConfig", "Scenario", "run_benchmark", "write_report"]
 
 _LAZY = {
-    "BenchConfig": "mtst.bench.runner",
-    "Scenario": "mtst.bench.runner",
+    "BenchConfig": "mtst.bench.config",
+    "Scenario": "mtst.bench.config",
     "run_benchmark": "mtst.bench.runner",
     "write_report": "mtst.bench.report",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mtst.bench.config import BenchConfig, Scenario
     from mtst.bench.report import write_report
-    from mtst.bench.runner import BenchConfig, Scenario, run_benchmark
+    from mtst.bench.runner import run_benchmark
 
 
 def __getattr__(name: str) -> Any:

@@ -20,7 +20,8 @@ import json
 import os
 import tempfile
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from mtst.runtime.providers import CPU_DISABLED_OPTIMIZERS, Provider
 from .engines import MtstSystem
 from .timing import interleaved, summarize
 
-__all__ = ["op_profile", "profile_request"]
+__all__ = ["OpProfile", "OpTime", "RequestProfile", "op_profile", "profile_request"]
 
 
 def _sessions(ms: MtstSystem, *, profile_dir: Path | None = None) -> dict[str, ort.InferenceSession]:
@@ -81,7 +82,51 @@ def _graph_call(
     return run
 
 
-def profile_request(ms: MtstSystem, sentences: Sequence[str], *, rounds: int, warmup: int) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class OpTime:
+    op: str  # ONNX op type
+    ms: float  # summed over the profiled requests
+    share: float  # of the graph time
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class OpProfile:
+    requests: int
+    total_ms: float
+    by_op_type: tuple[OpTime, ...]  # largest first
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "total_ms": self.total_ms,
+            "by_op_type": [o.to_dict() for o in self.by_op_type],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OpProfile:
+        return cls(d["requests"], d["total_ms"], tuple(OpTime(**o) for o in d["by_op_type"]))
+
+
+@dataclass(frozen=True, slots=True)
+class RequestProfile:
+    """Median ms per stage of a batch-1 request (tokenize, graph, decode_and_overhead, end_to_end)."""
+
+    p50_ms: dict[str, float]
+    share: dict[str, float | None]  # of end_to_end, per stage but end_to_end
+    ops: OpProfile
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"p50_ms": dict(self.p50_ms), "share": dict(self.share), "ops": self.ops.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RequestProfile:
+        return cls(dict(d["p50_ms"]), dict(d["share"]), OpProfile.from_dict(d["ops"]))
+
+
+def profile_request(ms: MtstSystem, sentences: Sequence[str], *, rounds: int, warmup: int) -> RequestProfile:
     """Median ms per stage of a batch-1 request, and the share of each stage."""
     tok = ms.tokenizer
     sessions = _sessions(ms)
@@ -110,14 +155,14 @@ def profile_request(ms: MtstSystem, sentences: Sequence[str], *, rounds: int, wa
     rest = p50["end_to_end"] - p50["tokenize"] - p50["graph"]
     stages = {"tokenize": p50["tokenize"], "graph": p50["graph"], "decode_and_overhead": rest}
     total = p50["end_to_end"]
-    return {
-        "p50_ms": stages | {"end_to_end": total},
-        "share": {k: (v / total if total > 0 else None) for k, v in stages.items()},
-        "ops": op_profile(ms, sentences),
-    }
+    return RequestProfile(
+        p50_ms=stages | {"end_to_end": total},
+        share={k: (v / total if total > 0 else None) for k, v in stages.items()},
+        ops=op_profile(ms, sentences),
+    )
 
 
-def op_profile(ms: MtstSystem, sentences: Sequence[str], *, top: int = 12) -> dict[str, Any]:
+def op_profile(ms: MtstSystem, sentences: Sequence[str], *, top: int = 12) -> OpProfile:
     """ONNX Runtime's profiler on the variant's graph(s), batch 1: time per op type, largest first."""
     tok = ms.tokenizer
     with tempfile.TemporaryDirectory(prefix="mtst-bench-prof-") as tmp:
@@ -138,10 +183,8 @@ def op_profile(ms: MtstSystem, sentences: Sequence[str], *, top: int = 12) -> di
                 os.unlink(path)
     total = sum(by_op.values())
     ranked = sorted(by_op.items(), key=lambda kv: -kv[1])
-    return {
-        "requests": len(sentences),
-        "total_ms": total / 1e3,
-        "by_op_type": [
-            {"op": op, "ms": us / 1e3, "share": (us / total if total else 0.0)} for op, us in ranked[:top]
-        ],
-    }
+    return OpProfile(
+        requests=len(sentences),
+        total_ms=total / 1e3,
+        by_op_type=tuple(OpTime(op, us / 1e3, us / total if total else 0.0) for op, us in ranked[:top]),
+    )

@@ -12,7 +12,8 @@ import click
 
 from mtst.errors import MtstError
 
-from .runner import BenchConfig, parse_scenarios, run_benchmark
+from .config import BenchConfig, parse_scenarios
+from .runner import run_benchmark
 
 __all__ = ["main"]
 
@@ -182,8 +183,8 @@ def main(
         files = write_report(report, out, plots=plots)
     except MtstError as exc:
         raise click.ClickException(str(exc)) from None
-    for t in report["targets"]:
-        click.echo(f"{t['system']:>22}  {t['description']} {t['target']}: {t['verdict']}")
-    for s in report["skipped"]:
-        click.echo(f"skipped {s['name']}: {s['reason']}")
+    for t in report.targets:
+        click.echo(f"{t.system:>22}  {t.target.description} {t.target.bound}: {t.verdict()}")
+    for s in report.skipped:
+        click.echo(f"skipped {s.name}: {s.reason}")
     click.echo(f"wrote {', '.join(str(p) for p in files.values())}")

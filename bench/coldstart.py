@@ -19,7 +19,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import numpy as np
 
 from mtst.errors import MtstError
 
-__all__ = ["ColdStart", "ColdStartSpec", "mtst_spec", "peer_spec", "run_cold_starts"]
+__all__ = ["ColdStart", "ColdStartSpec", "mtst_spec", "run_cold_starts"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,10 @@ print("MTST_BENCH_COLD " + json.dumps({
 
 @dataclass(frozen=True, slots=True)
 class ColdStartSpec:
-    """What one system's child process runs (Python source, executed in order)."""
+    """What one system's child process runs (Python source, executed in order; ``args`` holds ``params``).
+
+    mtst's is :func:`mtst_spec`; each peer writes its own (:meth:`mtst.bench.peers.PeerKind.cold_start`).
+    """
 
     name: str
     imports: str
@@ -100,67 +103,6 @@ def mtst_spec(
     )
 
 
-def peer_spec(
-    name: str, family: str, sentence: str, *, threads: int, spinning: bool, **paths: Any
-) -> ColdStartSpec:
-    """Child code for a peer, as its users start it (the files were exported beforehand)."""
-    params: dict[str, Any] = {"sentence": sentence, "threads": threads, "spinning": spinning, **paths}
-    ort_options = (
-        "import onnxruntime as ort\n"
-        "so = ort.SessionOptions(); so.intra_op_num_threads = args['threads']; so.inter_op_num_threads = 1\n"
-        "so.add_session_config_entry('session.intra_op.allow_spinning', '1' if args['spinning'] else '0')\n"
-    )
-    if family == "torch":
-        return ColdStartSpec(
-            name,
-            imports="import torch\nfrom mtst.model import MultiTaskModel\ntorch.set_num_threads(args['threads'])",
-            load="model = MultiTaskModel.from_pretrained(args['checkpoint']).eval()",
-            first="with torch.inference_mode():\n    model(**model.tokenize([args['sentence']]))",
-            params=params,
-        )
-    if family == "optimum":
-        return ColdStartSpec(
-            name,
-            imports=(
-                "import torch\nfrom optimum.onnxruntime import ORTModelForFeatureExtraction\n"
-                "from transformers import AutoTokenizer\ntorch.set_num_threads(args['threads'])"
-            ),
-            load=ort_options
-            + (
-                "model = ORTModelForFeatureExtraction.from_pretrained(args['dir'], file_name=args['file'], "
-                "provider='CPUExecutionProvider', session_options=so)\n"
-                "tok = AutoTokenizer.from_pretrained(args['dir'])"
-            ),
-            first=(
-                "enc = tok([args['sentence']], padding=True, truncation=True, return_tensors='pt')\n"
-                "with torch.inference_mode():\n"
-                "    h = model(**enc).last_hidden_state\n"
-                "    m = enc['attention_mask'].unsqueeze(-1).to(h.dtype)\n"
-                "    torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)"
-            ),
-            params=params,
-        )
-    if family in ("st-torch", "st-onnx"):
-        backend = family.removeprefix("st-")
-        load = (
-            ort_options + "st = SentenceTransformer(args['dir'], device='cpu', backend='onnx', model_kwargs="
-            "{'provider': 'CPUExecutionProvider', 'session_options': so})"
-            if backend == "onnx"
-            else "st = SentenceTransformer(args['dir'], device='cpu', backend='torch')"
-        )
-        return ColdStartSpec(
-            name,
-            imports=(
-                "import torch\nfrom sentence_transformers import SentenceTransformer\n"
-                "torch.set_num_threads(args['threads'])"
-            ),
-            load=load,
-            first="st.encode([args['sentence']], normalize_embeddings=True, show_progress_bar=False)",
-            params=params,
-        )
-    raise ValueError(f"cold start: unknown peer family {family!r}")
-
-
 @dataclass(frozen=True, slots=True)
 class ColdStart:
     """Medians over ``runs`` fresh processes (seconds; MB)."""
@@ -191,6 +133,10 @@ class ColdStart:
             "totals_s": list(self.totals_s),
             **({"extra": self.extra} if self.extra else {}),
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ColdStart:
+        return cls(**{**d, "totals_s": tuple(d["totals_s"]), "extra": d.get("extra", {})})
 
 
 def _child_env() -> dict[str, str]:

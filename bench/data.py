@@ -8,7 +8,7 @@ lengths decide padding, and padding decides throughput.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,10 @@ class LengthStats:
             "max": self.max,
             "truncated": self.truncated,
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LengthStats:
+        return cls(**d)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from mtst.errors import ConfigError
+from mtst.errors import ConfigError, parse_enum
 from mtst.runtime import Engine
 from mtst.runtime.bundle import Bundle
 from mtst.runtime.decode import word_starts
@@ -140,12 +140,7 @@ def _variants_for(bundle: Path, provider: Provider, precisions: Sequence[str]) -
         if p == "all":
             # the provider's preferred variant first: it is the reference of the report's ratios
             return sorted(have, key=precision_preference(provider).index)
-        try:
-            prec = Precision(p)
-        except ValueError:
-            raise ConfigError(
-                f"--precision: {p!r} is not one of {[x.value for x in Precision]} (or 'all')"
-            ) from None
+        prec = parse_enum(Precision, p, "--precision", hint=" (or 'all')")
         if prec in have:
             chosen.append(prec)
     return chosen

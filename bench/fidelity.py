@@ -7,7 +7,7 @@ sub-token's tag) for token heads. Embedding-only peers get the cosine only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,10 @@ class Fidelity:
             "label_agreement": dict(self.label_agreement),
             "label_counts": dict(self.label_counts),
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Fidelity:
+        return cls(**d)
 
 
 def label_agreement(ours: Sequence[Any], ref: Sequence[Any]) -> tuple[float, int]:

@@ -19,8 +19,8 @@ import gc
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ from .timing import LatencyStats, interleaved, summarize
 __all__ = [
     "FrozenBackbone",
     "HeadSwap",
+    "HeadsOnly",
+    "MicroLatency",
     "SharedVsSeparate",
     "heads_only",
     "shared_vs_separate",
@@ -41,25 +43,47 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def _us(stats: LatencyStats) -> dict[str, float | int]:
-    return {
-        "n": stats.n,
-        "mean_us": stats.mean_ms * 1e3,
-        "p50_us": stats.p50_ms * 1e3,
-        "p90_us": stats.p90_ms * 1e3,
-        "p99_us": stats.p99_ms * 1e3,
-        "max_us": stats.max_ms * 1e3,
-    }
+@dataclass(frozen=True, slots=True)
+class MicroLatency:
+    """Latency in microseconds (heads-only requests are that short)."""
+
+    n: int
+    mean_us: float
+    p50_us: float
+    p90_us: float
+    p99_us: float
+    max_us: float
+
+    @classmethod
+    def of(cls, stats: LatencyStats) -> MicroLatency:
+        ms = (stats.mean_ms, stats.p50_ms, stats.p90_ms, stats.p99_ms, stats.max_ms)
+        return cls(stats.n, *(x * 1e3 for x in ms))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-def heads_only(engine: Engine, sentences: Sequence[str], *, rounds: int, warmup: int) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class HeadsOnly:
+    sentence_heads: tuple[str, ...]
+    latency: MicroLatency
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sentence_heads": list(self.sentence_heads), "latency": self.latency.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> HeadsOnly:
+        return cls(tuple(d["sentence_heads"]), MicroLatency(**d["latency"]))
+
+
+def heads_only(engine: Engine, sentences: Sequence[str], *, rounds: int, warmup: int) -> HeadsOnly:
     """(a): p50/p99 of ``predict_from_embeddings`` on one cached embedding per request, in µs."""
     emb = engine.embed(list(sentences))  # the cache: computed once, outside the timing
     rows = [emb[i] for i in range(len(emb))]
     gc.collect()
     times = interleaved({"heads": engine.predict_from_embeddings}, rows, rounds=rounds, warmup=warmup)
-    heads = [h for h, info in engine.heads.items() if info.kind is HeadKind.SENTENCE]
-    return {"sentence_heads": heads, "latency": _us(summarize(times["heads"]))}
+    heads = tuple(h for h, info in engine.heads.items() if info.kind is HeadKind.SENTENCE)
+    return HeadsOnly(heads, MicroLatency.of(summarize(times["heads"])))
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +101,15 @@ class SharedVsSeparate:
             "separate": self.separate.to_dict(),
             "separate_over_shared_p50": self.ratio,
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SharedVsSeparate:
+        return cls(
+            heads=tuple(d["heads"]),
+            shared=LatencyStats.from_dict(d["shared"]),
+            separate=LatencyStats.from_dict(d["separate"]),
+            ratio=d["separate_over_shared_p50"],
+        )
 
 
 def shared_vs_separate(
@@ -133,6 +166,10 @@ class HeadSwap:
             "swap_source": self.swap_source,
             "errors": list(self.errors),
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> HeadSwap:
+        return cls(**{**d, "swap_ms": LatencyStats.from_dict(d["swap_ms"]), "errors": tuple(d["errors"])})
 
 
 def swap_while_serving(
@@ -210,23 +247,30 @@ def swap_while_serving(
 class FrozenBackbone:
     system: str
     layout: str
-    heads_only: dict[str, Any] | None
+    heads_only: HeadsOnly | None
     shared_vs_separate: SharedVsSeparate
     swap: HeadSwap | None
     notes: tuple[str, ...]
 
-    @property
-    def heads_only_p99_us(self) -> float | None:
-        return None if self.heads_only is None else float(self.heads_only["latency"]["p99_us"])
-
     def to_dict(self) -> dict[str, Any]:
         return {
             "layout": self.layout,
-            "heads_only": self.heads_only,
+            "heads_only": None if self.heads_only is None else self.heads_only.to_dict(),
             "shared_vs_separate": self.shared_vs_separate.to_dict(),
             "swap": None if self.swap is None else self.swap.to_dict(),
             "notes": list(self.notes),
         }
+
+    @classmethod
+    def from_dict(cls, system: str, d: Mapping[str, Any]) -> FrozenBackbone:
+        return cls(
+            system=system,
+            layout=d["layout"],
+            heads_only=None if d["heads_only"] is None else HeadsOnly.from_dict(d["heads_only"]),
+            shared_vs_separate=SharedVsSeparate.from_dict(d["shared_vs_separate"]),
+            swap=None if d["swap"] is None else HeadSwap.from_dict(d["swap"]),
+            notes=tuple(d["notes"]),
+        )
 
 
 def run_frozen_backbone(
@@ -242,7 +286,7 @@ def run_frozen_backbone(
     notes: list[str] = []
     split = engine.variant.layout is Layout.SPLIT
     has_sentence_head = any(h.kind is HeadKind.SENTENCE for h in engine.heads.values())
-    ho: dict[str, Any] | None = None
+    ho: HeadsOnly | None = None
     if not split:
         notes.append(
             f"heads-only and head swap need a split bundle (mtst-export --split); {engine.variant.key} is one graph"

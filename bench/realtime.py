@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ import numpy as np
 from .systems import System
 from .timing import LatencyStats, OpenLoopRun, interleaved, run_open_loop, summarize
 
-__all__ = ["ClosedLoop", "OpenLoop", "RateSearch", "closed_loop", "find_max_rate", "open_loop"]
+__all__ = ["ClosedLoop", "OpenLoop", "RateSearch", "Realtime", "closed_loop", "find_max_rate", "open_loop"]
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,11 @@ class ClosedLoop:
             "systems": {name: {"latency": s.to_dict()} for name, s in self.latency.items()},
             "samples_ms": {k: [round(x, 5) for x in v] for k, v in self.samples_ms.items()},
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ClosedLoop:
+        latency = {name: LatencyStats.from_dict(row["latency"]) for name, row in d["systems"].items()}
+        return cls(d["n_sentences"], d["rounds"], d["warmup"], latency, dict(d["samples_ms"]))
 
 
 def closed_loop(
@@ -78,6 +83,11 @@ class RateSearch:
             "trials": [t.to_dict() | {"held": _held(t, self.p99_target_ms)} for t in self.trials],
         }
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RateSearch:
+        trials = tuple(OpenLoopRun.from_dict(t) for t in d["trials"])
+        return cls(p99_target_ms=d["p99_target_ms"], max_rate_held=d["max_rate_held"], trials=trials)
+
 
 @dataclass(frozen=True, slots=True)
 class OpenLoop:
@@ -86,6 +96,41 @@ class OpenLoop:
 
     def to_dict(self) -> dict[str, Any]:
         return {"fixed": self.fixed.to_dict(), "search": self.search.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OpenLoop:
+        return cls(fixed=OpenLoopRun.from_dict(d["fixed"]), search=RateSearch.from_dict(d["search"]))
+
+
+@dataclass(frozen=True, slots=True)
+class Realtime:
+    """The scenario's result: the closed loop of every system, the open loop of the mtst systems."""
+
+    reference: str  # the system whose p50 the others' are divided by
+    closed_loop: ClosedLoop
+    open_loop: dict[str, OpenLoop]  # empty when not run
+
+    def ratio_to_reference(self, name: str) -> float:
+        latency = self.closed_loop.latency
+        return latency[name].p50_ms / latency[self.reference].p50_ms
+
+    def to_dict(self) -> dict[str, Any]:
+        closed = self.closed_loop.to_dict()
+        for name, row in closed["systems"].items():
+            row["ratio_to_reference"] = self.ratio_to_reference(name)
+        return {
+            "reference": self.reference,
+            "closed_loop": closed,
+            "open_loop": {name: ol.to_dict() for name, ol in self.open_loop.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Realtime:
+        return cls(
+            reference=d["reference"],
+            closed_loop=ClosedLoop.from_dict(d["closed_loop"]),
+            open_loop={name: OpenLoop.from_dict(ol) for name, ol in d["open_loop"].items()},
+        )
 
 
 def _held(run: OpenLoopRun, p99_target_ms: float) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -70,6 +71,11 @@ class SystemInfo:
         d["cpu_flags"] = list(self.cpu_flags)
         d["load_average"] = list(self.load_average) if self.load_average else None
         return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SystemInfo:
+        load = d.get("load_average")
+        return cls(**{**d, "cpu_flags": tuple(d["cpu_flags"]), "load_average": tuple(load) if load else None})
 
 
 def cpu_info(path: Path = Path("/proc/cpuinfo")) -> tuple[str, tuple[str, ...]]:

@@ -56,13 +56,3 @@ class System:
     @property
     def is_mtst(self) -> bool:
         return self.family is Family.MTST
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "family": self.family.value,
-            "precision": self.precision,
-            "corpus_batching": self.corpus_batching.value,
-            "has_heads": self.labels is not None,
-            **self.facts,
-        }

@@ -7,6 +7,7 @@ never as passed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -26,6 +27,11 @@ class Target:
     direction: Direction
     threshold: float
     unit: str
+
+    @property
+    def bound(self) -> str:
+        """The target as people read it: ``<= 0.55x``."""
+        return f"{self.direction.value} {_fmt(self.threshold)}{self.unit}"
 
 
 TARGETS: dict[str, Target] = {
@@ -126,7 +132,7 @@ class TargetResult:
             "key": self.target.key,
             "description": self.target.description,
             "system": self.system,
-            "target": f"{self.target.direction.value} {_fmt(self.target.threshold)}{self.target.unit}",
+            "target": self.target.bound,
             "threshold": self.target.threshold,
             "direction": self.target.direction.value,
             "unit": self.target.unit,
@@ -138,6 +144,12 @@ class TargetResult:
             "against": self.against,
             "note": self.note,
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TargetResult:
+        """The target as the report recorded it (not as :data:`TARGETS` says today)."""
+        target = Target(d["key"], d["description"], Direction(d["direction"]), d["threshold"], d["unit"])
+        return cls(target, d["system"], d["value"], against=d["against"], note=d["note"])
 
 
 def _fmt(x: float | None) -> str:

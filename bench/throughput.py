@@ -10,7 +10,7 @@ Rounds are interleaved (each round: every system once, in a rotated order); the 
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,23 +60,50 @@ class ThroughputRow:
             "n_batches": self.n_batches,
         }
 
+    @classmethod
+    def from_dict(cls, name: str, d: Mapping[str, Any]) -> ThroughputRow:
+        return cls(
+            name=name,
+            batching=Batching(d["batching"]),
+            sentences_per_s=d["sentences_per_s"],
+            rounds_s=tuple(d["rounds_s"]),
+            padding_waste=d["padding_waste"],
+            n_batches=d["n_batches"],
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Throughput:
+    """The scenario's result: one row per system (and per mtst system's plain padded run)."""
+
     n_sentences: int
     batch_size: int
     rounds: int
     rows: dict[str, ThroughputRow]
     bucketing_gain: dict[str, float]  # mtst system -> bucketed / plain padded sentences per second
+    reference: str  # the system whose sentences/s the others' are divided by
+
+    def ratio_to_reference(self, name: str) -> float:
+        return self.rows[name].sentences_per_s / self.rows[self.reference].sentences_per_s
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "n_sentences": self.n_sentences,
             "batch_size": self.batch_size,
             "rounds": self.rounds,
-            "systems": {name: row.to_dict() for name, row in self.rows.items()},
+            "systems": {
+                name: row.to_dict() | {"ratio_to_reference": self.ratio_to_reference(name)}
+                for name, row in self.rows.items()
+            },
             "bucketing_gain": dict(self.bucketing_gain),
+            "reference": self.reference,
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Throughput:
+        rows = {name: ThroughputRow.from_dict(name, row) for name, row in d["systems"].items()}
+        gain = dict(d["bucketing_gain"])
+        return cls(d["n_sentences"], d["batch_size"], d["rounds"], rows, gain, d["reference"])
 
 
 PADDED_SUFFIX = " (plain padded batches)"
@@ -89,12 +116,14 @@ def measure_throughput(
     *,
     batch_size: int,
     rounds: int,
+    reference: str,
     warmup: bool = True,
     max_tokens: dict[str, int | None] | None = None,
     padded_runs: dict[str, Callable[[Sequence[str]], Any]] | None = None,
     on_round: Callable[[], None] | None = None,
 ) -> Throughput:
-    """``padded_runs``: for each mtst system, its corpus pass in plain consecutive padded batches."""
+    """``padded_runs``: for each mtst system, its corpus pass in plain consecutive padded batches;
+    ``reference``: the system the ratios are taken against."""
     corpus = list(corpus)
     runners: dict[str, Callable[[Sequence[str]], Any]] = {s.name: s.run_corpus for s in systems}
     policies: dict[str, Batching] = {s.name: s.corpus_batching for s in systems}
@@ -128,5 +157,10 @@ def measure_throughput(
         for name in (padded_runs or {})
     }
     return Throughput(
-        n_sentences=len(corpus), batch_size=batch_size, rounds=rounds, rows=rows, bucketing_gain=gain
+        n_sentences=len(corpus),
+        batch_size=batch_size,
+        rounds=rounds,
+        rows=rows,
+        bucketing_gain=gain,
+        reference=reference,
     )

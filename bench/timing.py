@@ -52,6 +52,10 @@ class LatencyStats:
             "min_ms": self.min_ms,
         }
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LatencyStats:
+        return cls(**d)
+
 
 def summarize(samples_ns: Sequence[int] | np.ndarray) -> LatencyStats:
     """Percentiles of latencies given in nanoseconds (linear interpolation between ranks)."""
@@ -130,6 +134,10 @@ class OpenLoopRun:
             "achieved_rate": self.achieved_rate,
             "failed": self.failed,
         }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OpenLoopRun:
+        return cls(d["rate"], d["n"], LatencyStats.from_dict(d["latency"]), d["achieved_rate"], d["failed"])
 
 
 def run_open_loop(fn: Callable[[T], Any], items: Sequence[T], *, rate: float, n: int) -> OpenLoopRun:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,34 +39,30 @@ def bench_checkpoint(_tiny_model_base, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
-def split_bundle(
+def export_bench_bundle(
     bench_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory, bench_corpus: Path
-) -> Path:
-    """fp32 and int8-dynamic variants, split layout (encoder.onnx + heads.onnx + token_heads.onnx)."""
+) -> Callable[..., Path]:
+    """``export("name", **export_bundle options)``: a bundle of the tiny checkpoint, parity on the corpus."""
     from mtst.export import export_bundle
 
-    out = tmp_path_factory.mktemp("bench-split") / "bundle"
-    export_bundle(
-        bench_checkpoint,
-        out,
-        quantize=["none", "int8"],
-        split=True,
-        parity_data=bench_corpus,
-        accuracy_guard=False,
-    )
-    return out
+    def export(name: str, **options: Any) -> Path:
+        out = tmp_path_factory.mktemp(name) / "bundle"
+        export_bundle(bench_checkpoint, out, parity_data=bench_corpus, accuracy_guard=False, **options)
+        return out
+
+    return export
 
 
 @pytest.fixture(scope="session")
-def single_bundle(
-    bench_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory, bench_corpus: Path
-) -> Path:
-    """fp32, one graph (model.onnx)."""
-    from mtst.export import export_bundle
+def split_bundle(export_bench_bundle: Callable[..., Path]) -> Path:
+    """fp32 and int8-dynamic variants, split layout (encoder.onnx + heads.onnx + token_heads.onnx)."""
+    return export_bench_bundle("bench-split", quantize=["none", "int8"], split=True)
 
-    out = tmp_path_factory.mktemp("bench-single") / "bundle"
-    export_bundle(bench_checkpoint, out, parity_data=bench_corpus, accuracy_guard=False)
-    return out
+
+@pytest.fixture(scope="session")
+def single_bundle(export_bench_bundle: Callable[..., Path]) -> Path:
+    """fp32, one graph (model.onnx)."""
+    return export_bench_bundle("bench-single")
 
 
 @pytest.fixture(scope="session")
@@ -107,4 +104,4 @@ def tiny_report(
     report = run_benchmark(config)
     out = tmp_path_factory.mktemp("bench-out")
     write_report(report, out)
-    return report, out
+    return report.to_dict(), out

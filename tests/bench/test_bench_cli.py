@@ -6,9 +6,10 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from mtst.bench.cli import main
 
@@ -18,26 +19,26 @@ SHORT = [
 ]  # fmt: skip
 
 
+def _bench(bundle: Path, data: Path, out: Path, *args: str) -> tuple[Result, dict[str, Any]]:
+    """``mtst-bench BUNDLE --data DATA -o OUT ARGS...``, which must succeed; its output and report.json."""
+    result = CliRunner().invoke(main, [str(bundle), "--data", str(data), "-o", str(out), *args])
+    assert result.exit_code == 0, result.output
+    return result, json.loads((out / "report.json").read_text())
+
+
 def test_cli_writes_reports(split_bundle: Path, bench_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main,
-        [
-            str(split_bundle),
-            "--precision",
-            "int8-dynamic",
-            "--scenario",
-            "realtime,throughput",
-            "--no-open-loop",
-            "--data",
-            str(bench_corpus),
-            "-o",
-            str(out),
-            *SHORT,
-        ],
+    result, report = _bench(
+        split_bundle,
+        bench_corpus,
+        out,
+        "--precision",
+        "int8-dynamic",
+        "--scenario",
+        "realtime,throughput",
+        "--no-open-loop",
+        *SHORT,
     )
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
     assert set(report["scenarios"]) == {"realtime", "throughput", "profile"}
     assert [s["name"] for s in report["systems"]] == ["mtst int8-dynamic"]
     assert report["scenarios"]["realtime"]["open_loop"] == {}
@@ -58,21 +59,7 @@ def test_cli_quick_all_scenarios_without_plots(
     split_bundle: Path, bench_corpus: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "q"
-    result = CliRunner().invoke(
-        main,
-        [
-            str(split_bundle),
-            "--quick",
-            "--no-plots",
-            "--data",
-            str(bench_corpus),
-            "-o",
-            str(out),
-            "--no-progress",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    report = json.loads((out / "report.json").read_text())
+    _, report = _bench(split_bundle, bench_corpus, out, "--quick", "--no-plots", "--no-progress")
     assert set(report["scenarios"]) == {"realtime", "throughput", "frozen_backbone", "cold_start", "profile"}
     assert report["settings"]["realtime_sentences"] == 32  # --quick's settings
     assert "plots" not in report

@@ -36,7 +36,7 @@ def test_all_peers_on_the_tiny_checkpoint(
         profile=False,
         **tiny_run,
     )
-    report = run_benchmark(config)
+    report = run_benchmark(config).to_dict()
     assert report["skipped"] == []
     systems = {s["name"]: s for s in report["systems"]}
     assert tuple(systems) == ("mtst int8-dynamic", *PEERS)
@@ -106,7 +106,7 @@ def test_real_minilm_bundle_with_peers_and_cold_start(
         open_loop=False,
         **tiny_run | {"realtime_sentences": 16},
     )
-    report = run_benchmark(config)
+    report = run_benchmark(config).to_dict()
     assert report["reference"]["how"] == "bundle provenance (checkpoint)"
     names = [s["name"] for s in report["systems"]]
     assert names == ["mtst int8-dynamic", "optimum int8 per-channel", "st onnx"]

@@ -233,7 +233,7 @@ def test_default_data_is_the_bundles_parity_sentences(single_bundle: Path, tiny_
     config = BenchConfig(
         bundles=(single_bundle,), scenarios=(Scenario.THROUGHPUT,), **tiny_run | {"corpus_sentences": 0}
     )
-    report = run_benchmark(config)
+    report = run_benchmark(config).to_dict()
     parity = json.loads((single_bundle / "parity.json").read_text())["sentences"]
     assert report["data"]["source"].endswith("parity.json")
     assert report["data"]["n_sentences"] == len(dict.fromkeys(s.strip() for s in parity))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from mtst.bench import targets as tg
+from mtst.bench.config import BenchConfig, Scenario, parse_scenarios
 from mtst.bench.data import length_stats, load_bundle_sentences, load_sentences
 from mtst.bench.fidelity import cosine_rows, label_agreement
 from mtst.bench.peers import Peer, parse_compare
-from mtst.bench.runner import BenchConfig, Scenario, parse_scenarios
 from mtst.bench.system import cpu_info
 from mtst.bench.systems import Batching
 from mtst.bench.throughput import corpus_batches
