@@ -147,7 +147,8 @@ def export_bundle(
     ``fp16``, or several of them -> one variant each. ``split``: ``encoder.onnx`` + ``heads.onnx``
     (+ ``token_heads.onnx``) instead of one ``model.onnx``.
     """
-    from mtst.checkpoint import load_model, read_meta
+    from mtst.checkpoint import read_meta
+    from mtst.model import load_model
 
     checkpoint, out = Path(checkpoint), Path(out)
     precisions = parse_precisions(quantize)

@@ -18,7 +18,7 @@ plus ``frozen_heads``, and heads of tasks that the current stage does not train.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +27,16 @@ import torch
 from torch import nn
 
 from mtst.config import FreezeConfig, FreezePolicy
+from mtst.data import TaskData
 from mtst.errors import ConfigError
+from mtst.model import MultiTaskModel
 
 __all__ = [
     "CachedTask",
     "FreezePlan",
     "apply_freezing",
     "build_cache",
+    "build_caches",
     "count_parameters",
     "encoder_layers",
     "plan_freezing",
@@ -75,7 +78,7 @@ def encoder_layers(encoder: nn.Module) -> tuple[str, nn.ModuleList]:
     )
 
 
-def plan_freezing(model: Any, freeze: FreezeConfig, *, tasks: Sequence[str]) -> FreezePlan:
+def plan_freezing(model: MultiTaskModel, freeze: FreezeConfig, *, tasks: Sequence[str]) -> FreezePlan:
     """The plan for training ``tasks`` under ``freeze`` (heads of other tasks are frozen)."""
     unknown = [t for t in (*tasks, *freeze.frozen_heads) if t not in model.heads]
     if unknown:
@@ -173,9 +176,24 @@ class CachedTask:
         return self.features.numel() * self.features.element_size()
 
 
+def build_caches(
+    model: MultiTaskModel,
+    tasks: Sequence[str],
+    data: Mapping[str, TaskData],
+    *,
+    batch_size: int,
+    device: torch.device | str,
+) -> dict[str, CachedTask]:
+    """:func:`build_cache` for each of ``tasks``, on its training split."""
+    return {
+        t: build_cache(model, t, data[t].train, data[t].label_to_id, batch_size=batch_size, device=device)
+        for t in tasks
+    }
+
+
 @torch.inference_mode()
 def build_cache(
-    model: Any,
+    model: MultiTaskModel,
     task: str,
     examples: Sequence[Any],
     label_to_id: dict[str, int],
@@ -226,5 +244,7 @@ def build_cache(
         model.encoder.train(was_training)
 
 
-def _to_torch(enc: dict[str, np.ndarray], model: Any, device: torch.device | str) -> dict[str, torch.Tensor]:
+def _to_torch(
+    enc: dict[str, np.ndarray], model: MultiTaskModel, device: torch.device | str
+) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v).to(device) for k, v in enc.items() if k in model.input_names}

@@ -261,7 +261,7 @@ def test_frozen_encoder_training_uses_the_cache(make_config, config_dict, tmp_pa
     # the validation metrics (encoder outputs remembered across evaluations) equal a plain evaluation
     from mtst.evaluation import evaluate_task, torch_logits_fn
     from mtst.model import MultiTaskModel
-    from mtst.train import load_task_data
+    from mtst.data import load_task_data
 
     best = MultiTaskModel.from_pretrained(cached.best_checkpoint)
     data = load_task_data(cfg)
