@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +27,7 @@ from torch import nn
 
 from mtst.config import FreezeConfig, FreezePolicy
 from mtst.data import TaskData
+from mtst.data.sources import Example, as_sentence, as_token
 from mtst.errors import ConfigError
 from mtst.model import MultiTaskModel
 
@@ -195,7 +195,7 @@ def build_caches(
 def build_cache(
     model: MultiTaskModel,
     task: str,
-    examples: Sequence[Any],
+    examples: Sequence[Example],
     label_to_id: dict[str, int],
     *,
     batch_size: int = 64,
@@ -211,24 +211,26 @@ def build_cache(
     try:
         hidden = model.hidden_size
         if spec.kind is TaskKind.SENTENCE:
-            feats = torch.empty((len(examples), hidden), dtype=torch.float32)
-            order = np.argsort([len(ex.text) for ex in examples], kind="stable")
+            sentences = [as_sentence(ex) for ex in examples]
+            feats = torch.empty((len(sentences), hidden), dtype=torch.float32)
+            order = np.argsort([len(ex.text) for ex in sentences], kind="stable")
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 enc = encode_sentence_batch(
-                    model.tokenizer, [examples[i].text for i in idx], max_seq_len=model.max_seq_len
+                    model.tokenizer, [sentences[i].text for i in idx], max_seq_len=model.max_seq_len
                 )
                 _, emb = model.encode_tokens(**_to_torch(enc, model, device))
                 feats[torch.from_numpy(idx)] = emb.float().cpu()
-            labels = torch.tensor([label_to_id[ex.label] for ex in examples], dtype=torch.long)
+            labels = torch.tensor([label_to_id[ex.label] for ex in sentences], dtype=torch.long)
             return CachedTask(feats, labels)
-        per_example: list[torch.Tensor] = [torch.empty(0)] * len(examples)
-        per_labels: list[torch.Tensor] = [torch.empty(0)] * len(examples)
-        order = np.argsort([len(ex.tokens) for ex in examples], kind="stable")
+        tokens = [as_token(ex) for ex in examples]
+        per_example: list[torch.Tensor] = [torch.empty(0)] * len(tokens)
+        per_labels: list[torch.Tensor] = [torch.empty(0)] * len(tokens)
+        order = np.argsort([len(ex.tokens) for ex in tokens], kind="stable")
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             enc, labels_np, _ = encode_token_batch(
-                model.tokenizer, [examples[i] for i in idx], label_to_id, max_seq_len=model.max_seq_len
+                model.tokenizer, [tokens[i] for i in idx], label_to_id, max_seq_len=model.max_seq_len
             )
             states, _ = model.encode_tokens(**_to_torch(enc, model, device))  # (B, T, H)
             states = states.float().cpu()

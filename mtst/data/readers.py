@@ -387,12 +387,11 @@ def hf_examples(dataset: Any, source: DataSource, kind: TaskKind, *, where: str)
     columns = list(dataset.column_names)
     features = dataset.features
     out: list[Example] = []
-    if kind is TaskKind.SENTENCE:
-        for col, name in ((source.text_column, "text_column"), (source.label_column, "label_column")):
-            if col not in columns:
-                raise DataError(
-                    f"{where}: column {col!r} ({name}) not found; the dataset has columns {columns}"
-                )
+    sentence = kind is TaskKind.SENTENCE
+    for name in ("text_column", "label_column") if sentence else ("tokens_column", "tags_column"):
+        if (col := getattr(source, name)) not in columns:
+            raise DataError(f"{where}: column {col!r} ({name}) not found; the dataset has columns {columns}")
+    if sentence:
         names = _label_names(features[source.label_column])
         for i, row in enumerate(dataset):
             label = row[source.label_column]
@@ -406,11 +405,6 @@ def hf_examples(dataset: Any, source: DataSource, kind: TaskKind, *, where: str)
                 )
             )
     else:
-        for col, name in ((source.tokens_column, "tokens_column"), (source.tags_column, "tags_column")):
-            if col not in columns:
-                raise DataError(
-                    f"{where}: column {col!r} ({name}) not found; the dataset has columns {columns}"
-                )
         names = _label_names(features[source.tags_column])
         for i, row in enumerate(dataset):
             out.append(
