@@ -2,7 +2,7 @@
 .PHONY: check lint format test
 
 check: lint
-	python -m mypy mtst runtime export bench
+	python -m mypy mtst runtime export bench experiment
 
 lint:
 	python -m ruff check .

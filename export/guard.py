@@ -194,7 +194,7 @@ def evaluation_sets(
         import dataclasses
 
         from mtst.config import config_from_dict
-        from mtst.train import load_task_data
+        from mtst.data import load_task_data
 
         config = config_from_dict(meta["config"])
         if meta.get("data_root"):  # the absolute root training read from

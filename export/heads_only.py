@@ -41,7 +41,8 @@ def export_heads(
     Refused unless the checkpoint's encoder weights hash to that bundle's ``encoder_sha256``: heads
     trained on a frozen backbone are only valid on that backbone.
     """
-    from mtst.checkpoint import load_model, read_meta
+    from mtst.checkpoint import read_meta
+    from mtst.model import load_model
 
     checkpoint, out, old_dir = Path(checkpoint), Path(out), Path(encoder_from)
     check_opset(opset)

@@ -173,7 +173,8 @@ def export_bundle(
 # ---------------------------------------------------------------------------------------------- steps
 def _load(checkpoint: Path, *, split: bool) -> tuple[dict[str, Any], Any]:
     """The checkpoint's metadata and model (eval mode); a split export needs a sentence head."""
-    from mtst.checkpoint import load_model, read_meta
+    from mtst.checkpoint import read_meta
+    from mtst.model import load_model
 
     meta = read_meta(checkpoint)
     model = load_model(checkpoint).eval()

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mtst.data import TokenExample
+from mtst.data import Example, SentenceExample, TokenExample
 from mtst.errors import ConfigError, DataError
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "encode_sentence_batch",
     "encode_token_batch",
     "predictions_to_tags",
+    "token_lengths",
     "word_pieces",
 ]
 
@@ -200,3 +201,14 @@ def predictions_to_tags(
             tags.append(labels[int(pred[b, pos])])
         out.append(tags)
     return out
+
+
+def token_lengths(tokenizer: Any, examples: Sequence[Example], max_seq_len: int) -> np.ndarray:
+    """Token counts of ``examples`` (truncated at ``max_seq_len``), for length-grouped batches."""
+    sentences = [ex.text for ex in examples if isinstance(ex, SentenceExample)]
+    words = [list(ex.tokens) for ex in examples if isinstance(ex, TokenExample)]
+    if sentences:
+        enc = tokenizer(sentences, truncation=True, max_length=max_seq_len)
+    else:
+        enc = tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_seq_len)
+    return np.array([len(ids) for ids in enc["input_ids"]], dtype=np.int64)

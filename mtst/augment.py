@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mtst.data import Example, SentenceExample, TokenExample
+from mtst.data.sources import Example, SentenceExample, TokenExample
 from mtst.errors import ConfigError, DataError
 from mtst.runtime.decode import bio_spans
 

@@ -8,27 +8,34 @@
       encoder/config.json # the Hugging Face config of the encoder (rebuilt with from_config)
       tokenizer/          # tokenizer.json and friends (save_pretrained)
 
-Training adds its resumable state beside these (see :mod:`mtst.train_state`). Every directory is
-written into a temporary sibling and renamed into place.
+This module is the format: it writes and reads the parts and knows nothing of the model class, which
+builds itself from them (:func:`mtst.model.load_model`, :meth:`MultiTaskModel.save_pretrained`; the
+model imports this module, never the other way). Training adds its resumable state beside these
+(see :mod:`mtst.train_state`). Every directory is written into a temporary sibling and renamed into place.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtst.errors import CheckpointError
-from mtst.runtime.fsutil import atomic_directory
+
+if TYPE_CHECKING:  # read_meta stays torch-free
+    import torch
+    from torch import nn
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CHECKPOINT_VERSION",
-    "load_model",
+    "CheckpointParts",
     "read_meta",
-    "save_model",
-    "write_model_files",
+    "read_parts",
+    "write_parts",
 ]
 
 logger = logging.getLogger(__name__)
@@ -37,6 +44,16 @@ CHECKPOINT_FORMAT = "mtst-checkpoint"
 CHECKPOINT_VERSION = 1
 META = "mtst.json"
 WEIGHTS = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class CheckpointParts:
+    """What a checkpoint directory holds, read back: the model is built from these."""
+
+    meta: dict[str, Any]
+    encoder: nn.Module  # from its config, weights not loaded yet
+    tokenizer: Any  # a transformers fast tokenizer
+    weights: dict[str, torch.Tensor]
 
 
 def _versions() -> dict[str, str]:
@@ -48,35 +65,33 @@ def _versions() -> dict[str, str]:
     return {"mtst": mtst.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
-def write_model_files(model: Any, directory: Path, *, extra: dict[str, Any] | None = None) -> None:
-    """Write the model's parts into an existing (temporary) directory."""
+def write_parts(
+    directory: Path,
+    *,
+    weights: Mapping[str, torch.Tensor],
+    encoder_config: Any,
+    tokenizer: Any,
+    meta: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a model's parts into an existing (temporary) directory.
+
+    ``mtst.json`` = format and version, ``meta`` (what the model says of itself), library versions,
+    then ``extra`` (training config, metrics, provenance)."""
     from safetensors.torch import save_file
 
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
     save_file(state, str(directory / WEIGHTS), metadata={"format": "pt"})
-    model.encoder.config.save_pretrained(str(directory / "encoder"))
-    model.tokenizer.save_pretrained(str(directory / "tokenizer"))
-    meta = {
+    encoder_config.save_pretrained(str(directory / "encoder"))
+    tokenizer.save_pretrained(str(directory / "tokenizer"))
+    full = {
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_VERSION,
-        "backbone": model.backbone,
-        "pooling": model.pooling.value,
-        "max_seq_len": model.max_seq_len,
-        "embedding_dim": model.hidden_size,
-        "input_names": list(model.input_names),
-        "tasks": [t.to_dict() for t in model.tasks.values()],
+        **meta,
         "versions": _versions(),
         **(extra or {}),
     }
-    (directory / META).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-
-
-def save_model(model: Any, path: Path, *, extra: dict[str, Any] | None = None) -> Path:
-    """Save ``model`` as a checkpoint at ``path`` (replacing an older one there, atomically)."""
-    with atomic_directory(path, overwrite=True) as tmp:
-        write_model_files(model, tmp, extra=extra)
-    logger.info("saved checkpoint %s", path)
-    return path
+    (directory / META).write_text(json.dumps(full, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_meta(path: Path) -> dict[str, Any]:
@@ -103,14 +118,11 @@ def read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_model(path: Path) -> Any:
-    """Rebuild a MultiTaskModel from a checkpoint directory, offline, weights-only."""
+def read_parts(path: Path) -> CheckpointParts:
+    """The parts of a checkpoint, offline, weights-only (the encoder built from its config)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel, AutoTokenizer
-
-    from mtst.model import MultiTaskModel
-    from mtst.tasks import TaskSpec
 
     meta = read_meta(path)
     config = AutoConfig.from_pretrained(str(path / "encoder"))
@@ -122,23 +134,8 @@ def load_model(path: Path) -> Any:
     if getattr(encoder, "pooler", None) is not None:
         encoder.pooler = None
     tokenizer = AutoTokenizer.from_pretrained(str(path / "tokenizer"), use_fast=True)
-    model = MultiTaskModel(
-        encoder,
-        tokenizer,
-        [TaskSpec.from_dict(t) for t in meta["tasks"]],
-        pooling=meta["pooling"],
-        max_seq_len=meta["max_seq_len"],
-        backbone=meta.get("backbone", "unknown"),
-    )
     try:
-        state = load_file(str(path / WEIGHTS))
+        weights = load_file(str(path / WEIGHTS))
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{path / WEIGHTS}: cannot read weights ({exc})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path / WEIGHTS}: weights do not fit the model described in {META}: "
-            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-        )
-    model.eval()
-    return model
+    return CheckpointParts(meta, encoder, tokenizer, weights)

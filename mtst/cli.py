@@ -5,26 +5,47 @@ Only click commands here: parse options, build the config, call one function, pr
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib.util
 import logging
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from mtst.errors import MtstError
 
-__all__ = ["embed_main", "main"]
+if TYPE_CHECKING:
+    from mtst.schema import TrainConfig
+
+__all__ = [
+    "TrainOptions",
+    "data_root_option",
+    "embed_main",
+    "main",
+    "need_torch",
+    "set_option",
+    "setup_logging",
+    "train_options",
+    "verbosity_options",
+]
+
+F = TypeVar("F", bound=Callable[..., object])
 
 TORCH_HINT = "training needs PyTorch: pip install 'mtst[train]'"
 
 
-def _need_torch() -> None:
+def need_torch() -> None:
     if importlib.util.find_spec("torch") is None:
         raise click.ClickException(TORCH_HINT)
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
+def setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
     logging.basicConfig(level=level, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
     if verbose < 2:  # transformers' own notices (e.g. an unused pooler) are noise at the default level
@@ -44,70 +65,116 @@ def _metrics_table(validation: dict[str, dict[str, float]], test: dict[str, dict
     return "\n".join(lines)
 
 
+def data_root_option(f: F) -> F:
+    return click.option(
+        "--data-root",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Folder the data paths are relative to.",
+    )(f)
+
+
+def set_option(help: str) -> Callable[[F], F]:
+    return click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=help)
+
+
+def verbosity_options(f: F) -> F:
+    f = click.option("--quiet", is_flag=True, help="Warnings only, no progress bar.")(f)
+    return click.option("-v", "--verbose", count=True, help="More log output (-vv: also transformers').")(f)
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What ``mtst-train``'s options say (the compare run it hands over to takes the same)."""
+
+    config: Path
+    resume: bool
+    output: Path | None
+    max_steps: int | None
+    device: str | None
+    data_root: Path | None
+    overrides: tuple[str, ...]
+    verbose: int
+    quiet: bool
+
+    def args(self) -> list[str]:
+        """The command line that gives these options."""
+        args = [str(self.config), *(["--resume"] if self.resume else [])]
+        args += ["--output", str(self.output)] if self.output is not None else []
+        args += ["--max-steps", str(self.max_steps)] if self.max_steps is not None else []
+        args += ["--device", self.device] if self.device is not None else []
+        args += ["--data-root", str(self.data_root)] if self.data_root is not None else []
+        args += [x for o in self.overrides for x in ("--set", o)]
+        return args + ["-v"] * self.verbose + (["--quiet"] if self.quiet else [])
+
+    def load(self) -> tuple[TrainConfig, Path]:
+        """The run config (file, ``--set``, ``--data-root``, ``--max-steps``) and the run directory."""
+        from mtst.config import load_config
+
+        cfg = load_config(
+            self.config, overrides=self.overrides, data_root=self.data_root, max_steps=self.max_steps
+        )
+        return cfg, self.output if self.output is not None else Path(cfg.output_dir) / (cfg.run_id or "run")
+
+
+def train_options(f: Callable[..., None]) -> Callable[..., None]:
+    """Add ``mtst-train``'s options to a command, which then gets them as one ``TrainOptions``."""
+    names = [field.name for field in dataclasses.fields(TrainOptions)]
+
+    @functools.wraps(f)
+    def command(**kwargs: Any) -> None:
+        f(TrainOptions(**{k: kwargs.pop(k) for k in names}), **kwargs)
+
+    options = (
+        click.argument("config", type=click.Path(dir_okay=False, path_type=Path)),
+        click.option(
+            "--resume",
+            is_flag=True,
+            help="Continue the run in the output directory from its latest checkpoint.",
+        ),
+        click.option(
+            "--output",
+            type=click.Path(file_okay=False, path_type=Path),
+            help="Run directory (default: output_dir/run_id).",
+        ),
+        click.option(
+            "--max-steps", type=click.IntRange(min=1), help="Cap the number of optimizer steps (per stage)."
+        ),
+        click.option(
+            "--device",
+            type=click.Choice(["cpu", "cuda"]),
+            help="Where to train (default: the config's, auto).",
+        ),
+        data_root_option,
+        set_option("Override a config value, e.g. optim.head_lr=3e-3."),
+        verbosity_options,
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
-@click.option(
-    "--resume", is_flag=True, help="Continue the run in the output directory from its latest checkpoint."
-)
-@click.option(
-    "--output",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Run directory (default: output_dir/run_id).",
-)
-@click.option(
-    "--max-steps", type=click.IntRange(min=1), help="Cap the number of optimizer steps (per stage)."
-)
-@click.option(
-    "--device", type=click.Choice(["cpu", "cuda"]), help="Where to train (default: the config's, auto)."
-)
-@click.option(
-    "--data-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder the data paths are relative to.",
-)
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a config value, e.g. optim.head_lr=3e-3.",
-)
+@train_options
 @click.option(
     "--compare-separate", is_flag=True, help="Also train one model per task on the same budget and compare."
 )
-@click.option("-v", "--verbose", count=True, help="More log output (-vv: also transformers').")
-@click.option("--quiet", is_flag=True, help="Warnings only, no progress bar.")
-def main(
-    config: Path,
-    resume: bool,
-    output: Path | None,
-    max_steps: int | None,
-    device: str | None,
-    data_root: Path | None,
-    overrides: tuple[str, ...],
-    compare_separate: bool,
-    verbose: int,
-    quiet: bool,
-) -> None:
+def main(options: TrainOptions, compare_separate: bool) -> None:
     """Train a multi-task sentence transformer from a run CONFIG (YAML or TOML)."""
-    _need_torch()
-    _setup_logging(verbose, quiet)
-    from mtst.config import load_config
-
+    need_torch()
+    if compare_separate:
+        raise SystemExit(_hand_over_compare(options.args()))
+    setup_logging(options.verbose, options.quiet)
     try:
-        cfg = load_config(config, overrides=overrides, data_root=data_root, max_steps=max_steps)
-        run_dir = output if output is not None else Path(cfg.output_dir) / (cfg.run_id or "run")
-        progress = False if quiet else None
-        if compare_separate:
-            from mtst.compare import compare_separate as run_compare
-
-            report = run_compare(cfg, run_dir=run_dir, resume=resume, device=device, progress=progress)
-            click.echo(report.markdown())
-            click.echo(f"written: {run_dir / 'compare.md'}, {run_dir / 'compare.json'}")
-            return
+        cfg, run_dir = options.load()
         from mtst.train import train
 
-        result = train(cfg, run_dir=run_dir, resume=resume, device=device, progress=progress)
+        result = train(
+            cfg,
+            run_dir=run_dir,
+            resume=options.resume,
+            device=options.device,
+            progress=False if options.quiet else None,
+        )
     except MtstError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(_metrics_table(result.validation, result.test))
@@ -115,6 +182,16 @@ def main(
         f"steps {result.steps} (best {result.best_step}{', stopped early' if result.stopped_early else ''}) | "
         f"train time {result.train_time_s:.1f} s | best model: {result.best_checkpoint}"
     )
+
+
+def _hand_over_compare(args: Sequence[str]) -> int:
+    """``--compare-separate`` is an experiment (a multitask and a separate variant): the experiment part
+    runs it, in a process of its own, since the training core never imports the layers above it. Its
+    table (stdout) is echoed here; its log (stderr) streams through."""
+    cmd = [sys.executable, "-m", "mtst.experiment.cli", "compare-separate", *args]
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
+    click.echo(proc.stdout, nl=False)
+    return proc.returncode
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -130,12 +207,12 @@ def main(
 @click.argument("sentences", nargs=-1, required=True)
 def embed_main(model_path: str | None, pooling: str | None, sentences: tuple[str, ...]) -> None:
     """Embed SENTENCES and print the cosine-similarity matrix."""
-    _need_torch()
-    _setup_logging(0, True)
+    need_torch()
+    setup_logging(0, True)
     from mtst.model import MultiTaskModel
 
     try:
-        model: Any = MultiTaskModel.from_pretrained(model_path, pooling=pooling)
+        model = MultiTaskModel.from_pretrained(model_path, pooling=pooling)
     except MtstError as exc:
         raise click.ClickException(str(exc)) from None
     emb = model.encode(list(sentences))

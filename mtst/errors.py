@@ -70,14 +70,22 @@ def require(module: str, extra: str, what: str) -> object:
 
 
 def parse_enum(
-    cls: type[E], value: object, where: str, *, error: type[MtstError] = ConfigError, hint: str = ""
+    cls: type[E],
+    value: object,
+    where: str,
+    *,
+    error: type[MtstError] = ConfigError,
+    hint: str = "",
+    sep: str = ": ",
 ) -> E:
     """``cls(value)``, or ``error`` naming the place, the value and the allowed values.
 
     >>> parse_enum(Pooling, "avg", "pooling")  # doctest: +SKIP
     ConfigError: pooling: 'avg' is not one of ['mean', 'cls', 'max']
+    >>> parse_enum(TaskKind, "regression", "task kind", sep=" ")  # doctest: +SKIP
+    ConfigError: task kind 'regression' is not one of ['sentence_classification', 'token_classification']
     """
     try:
         return cls(value)
     except ValueError:
-        raise error(f"{where}: {value!r} is not one of {[m.value for m in cls]}{hint}") from None
+        raise error(f"{where}{sep}{value!r} is not one of {[m.value for m in cls]}{hint}") from None

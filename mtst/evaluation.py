@@ -11,17 +11,30 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mtst.alignment import encode_sentence_batch, encode_token_batch, predictions_to_tags
-from mtst.data import Example, SentenceExample, TokenExample, check_labels
+from mtst.data import Example, SentenceExample, TaskData, TokenExample, check_labels
 from mtst.errors import ConfigError, DataError
 from mtst.metrics import primary_metric, sentence_metrics, token_metrics
 from mtst.tasks import TaskKind, TaskSpec
 
-__all__ = ["LogitsFn", "TaskEvaluation", "evaluate_task", "selection_score", "torch_logits_fn"]
+if TYPE_CHECKING:  # torch-free at import: the model is only a type here
+    import torch
+
+    from mtst.model import MultiTaskModel
+
+__all__ = [
+    "LogitsFn",
+    "TaskEvaluation",
+    "evaluate_task",
+    "evaluate_tasks",
+    "memo_logits_fn",
+    "selection_score",
+    "torch_logits_fn",
+]
 
 LogitsFn = Callable[[dict[str, np.ndarray]], np.ndarray]
 
@@ -121,7 +134,7 @@ def selection_score(
     return float(metrics[task][name])
 
 
-def torch_logits_fn(model: Any, task: str) -> LogitsFn:
+def torch_logits_fn(model: MultiTaskModel, task: str) -> LogitsFn:
     """A logits function over a torch :class:`~mtst.model.MultiTaskModel` (eval mode, no grad)."""
     import torch
 
@@ -133,3 +146,56 @@ def torch_logits_fn(model: Any, task: str) -> LogitsFn:
         return out.logits[task].float().cpu().numpy()
 
     return fn
+
+
+def memo_logits_fn(model: MultiTaskModel, task: str, memo: dict[bytes, torch.Tensor]) -> LogitsFn:
+    """Logits of ``task`` whose encoder part is remembered per input batch (a frozen encoder only:
+    evaluations during a stage that trains heads alone then run the encoder once)."""
+    import torch
+
+    kind = model.tasks[task].kind
+
+    def fn(batch: dict[str, np.ndarray]) -> np.ndarray:
+        key = b"".join(batch[k].tobytes() + str(batch[k].shape).encode() for k in sorted(batch))
+        with torch.inference_mode():
+            feats = memo.get(key)
+            if feats is None:
+                inputs = {
+                    k: torch.from_numpy(v).to(model.device)
+                    for k, v in batch.items()
+                    if k in model.input_names
+                }
+                states, emb = model.encode_tokens(**inputs)
+                feats = memo[key] = emb if kind is TaskKind.SENTENCE else states
+            return model.heads[task](feats).float().cpu().numpy()  # type: ignore[no-any-return]
+
+    return fn
+
+
+def evaluate_tasks(
+    model: MultiTaskModel,
+    data: Mapping[str, TaskData],
+    tasks: Sequence[str],
+    *,
+    split: str = "validation",
+    batch_size: int = 64,
+    memo: dict[str, dict[bytes, torch.Tensor]] | None = None,
+) -> dict[str, dict[str, float]]:
+    """Metrics per task of the torch ``model`` on ``split`` (``validation`` or ``test``; tasks without
+    that split are left out). ``memo`` (a frozen encoder only) keeps the encoder's outputs per batch."""
+    model.eval()
+    out: dict[str, dict[str, float]] = {}
+    for t in tasks:
+        d = data[t]
+        examples = d.validation if split == "validation" else d.test
+        if not examples:
+            continue
+        fn = (
+            memo_logits_fn(model, t, memo.setdefault(t, {}))
+            if memo is not None
+            else torch_logits_fn(model, t)
+        )
+        out[t] = evaluate_task(
+            fn, model.tokenizer, d.spec, examples, max_seq_len=model.max_seq_len, batch_size=batch_size
+        ).metrics
+    return out

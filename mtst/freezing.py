@@ -18,22 +18,25 @@ plus ``frozen_heads``, and heads of tasks that the current stage does not train.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from mtst.config import FreezeConfig, FreezePolicy
+from mtst.data import TaskData
+from mtst.data.sources import Example, as_sentence, as_token
 from mtst.errors import ConfigError
+from mtst.model import MultiTaskModel
 
 __all__ = [
     "CachedTask",
     "FreezePlan",
     "apply_freezing",
     "build_cache",
+    "build_caches",
     "count_parameters",
     "encoder_layers",
     "plan_freezing",
@@ -75,7 +78,7 @@ def encoder_layers(encoder: nn.Module) -> tuple[str, nn.ModuleList]:
     )
 
 
-def plan_freezing(model: Any, freeze: FreezeConfig, *, tasks: Sequence[str]) -> FreezePlan:
+def plan_freezing(model: MultiTaskModel, freeze: FreezeConfig, *, tasks: Sequence[str]) -> FreezePlan:
     """The plan for training ``tasks`` under ``freeze`` (heads of other tasks are frozen)."""
     unknown = [t for t in (*tasks, *freeze.frozen_heads) if t not in model.heads]
     if unknown:
@@ -173,11 +176,26 @@ class CachedTask:
         return self.features.numel() * self.features.element_size()
 
 
+def build_caches(
+    model: MultiTaskModel,
+    tasks: Sequence[str],
+    data: Mapping[str, TaskData],
+    *,
+    batch_size: int,
+    device: torch.device | str,
+) -> dict[str, CachedTask]:
+    """:func:`build_cache` for each of ``tasks``, on its training split."""
+    return {
+        t: build_cache(model, t, data[t].train, data[t].label_to_id, batch_size=batch_size, device=device)
+        for t in tasks
+    }
+
+
 @torch.inference_mode()
 def build_cache(
-    model: Any,
+    model: MultiTaskModel,
     task: str,
-    examples: Sequence[Any],
+    examples: Sequence[Example],
     label_to_id: dict[str, int],
     *,
     batch_size: int = 64,
@@ -193,24 +211,26 @@ def build_cache(
     try:
         hidden = model.hidden_size
         if spec.kind is TaskKind.SENTENCE:
-            feats = torch.empty((len(examples), hidden), dtype=torch.float32)
-            order = np.argsort([len(ex.text) for ex in examples], kind="stable")
+            sentences = [as_sentence(ex) for ex in examples]
+            feats = torch.empty((len(sentences), hidden), dtype=torch.float32)
+            order = np.argsort([len(ex.text) for ex in sentences], kind="stable")
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 enc = encode_sentence_batch(
-                    model.tokenizer, [examples[i].text for i in idx], max_seq_len=model.max_seq_len
+                    model.tokenizer, [sentences[i].text for i in idx], max_seq_len=model.max_seq_len
                 )
                 _, emb = model.encode_tokens(**_to_torch(enc, model, device))
                 feats[torch.from_numpy(idx)] = emb.float().cpu()
-            labels = torch.tensor([label_to_id[ex.label] for ex in examples], dtype=torch.long)
+            labels = torch.tensor([label_to_id[ex.label] for ex in sentences], dtype=torch.long)
             return CachedTask(feats, labels)
-        per_example: list[torch.Tensor] = [torch.empty(0)] * len(examples)
-        per_labels: list[torch.Tensor] = [torch.empty(0)] * len(examples)
-        order = np.argsort([len(ex.tokens) for ex in examples], kind="stable")
+        tokens = [as_token(ex) for ex in examples]
+        per_example: list[torch.Tensor] = [torch.empty(0)] * len(tokens)
+        per_labels: list[torch.Tensor] = [torch.empty(0)] * len(tokens)
+        order = np.argsort([len(ex.tokens) for ex in tokens], kind="stable")
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             enc, labels_np, _ = encode_token_batch(
-                model.tokenizer, [examples[i] for i in idx], label_to_id, max_seq_len=model.max_seq_len
+                model.tokenizer, [tokens[i] for i in idx], label_to_id, max_seq_len=model.max_seq_len
             )
             states, _ = model.encode_tokens(**_to_torch(enc, model, device))  # (B, T, H)
             states = states.float().cpu()
@@ -226,5 +246,7 @@ def build_cache(
         model.encoder.train(was_training)
 
 
-def _to_torch(enc: dict[str, np.ndarray], model: Any, device: torch.device | str) -> dict[str, torch.Tensor]:
+def _to_torch(
+    enc: dict[str, np.ndarray], model: MultiTaskModel, device: torch.device | str
+) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v).to(device) for k, v in enc.items() if k in model.input_names}

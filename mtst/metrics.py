@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from mtst.errors import ConfigError, DataError, require
+from mtst.errors import DataError, parse_enum, require
 from mtst.tasks import TaskKind
 
 __all__ = ["primary_metric", "sentence_metrics", "token_metrics"]
@@ -20,10 +20,7 @@ PRIMARY = {TaskKind.SENTENCE: "accuracy", TaskKind.TOKEN: "f1"}
 
 def primary_metric(kind: TaskKind | str) -> str:
     """The metric model selection and early stopping use by default for a task of ``kind``."""
-    try:
-        return PRIMARY[TaskKind(kind)]
-    except ValueError:
-        raise ConfigError(f"task kind {kind!r} is not one of {[k.value for k in TaskKind]}") from None
+    return PRIMARY[parse_enum(TaskKind, kind, "task kind", sep=" ")]
 
 
 def sentence_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, float]:

@@ -27,12 +27,14 @@ from mtst.backbone import (
     resolve_backbone,
     sentence_transformers_max_len,
 )
-from mtst.errors import ConfigError
+from mtst.checkpoint import CheckpointParts, read_parts, write_parts
+from mtst.errors import CheckpointError, ConfigError, parse_enum
 from mtst.heads import build_head
 from mtst.pooling import Pooling, pool_and_normalize
+from mtst.runtime.fsutil import atomic_directory
 from mtst.tasks import TaskKind, TaskSpec
 
-__all__ = ["MultiTaskModel", "MultiTaskOutput"]
+__all__ = ["MultiTaskModel", "MultiTaskOutput", "load_model", "save_model", "write_model_files"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +64,7 @@ class MultiTaskModel(nn.Module):
         super().__init__()
         self.encoder: Any = encoder
         self.tokenizer = tokenizer
-        try:
-            self.pooling = Pooling(pooling)
-        except ValueError:
-            raise ConfigError(f"pooling {pooling!r}: expected one of {[p.value for p in Pooling]}") from None
+        self.pooling = parse_enum(Pooling, pooling, "pooling")
         limit = int(getattr(encoder.config, "max_position_embeddings", max_seq_len) or max_seq_len)
         if not 2 <= int(max_seq_len) <= limit:
             raise ConfigError(
@@ -94,8 +93,6 @@ class MultiTaskModel(nn.Module):
         must have the same kind and labels).
         """
         if name_or_path is not None and (Path(name_or_path) / "mtst.json").is_file():
-            from mtst.checkpoint import load_model
-
             model = load_model(Path(name_or_path))
             if pooling is not None and Pooling(pooling) is not model.pooling:
                 raise ConfigError(
@@ -241,6 +238,60 @@ class MultiTaskModel(nn.Module):
     # ----------------------------------------------------------------- persistence
     def save_pretrained(self, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
         """Write an mtst checkpoint directory atomically (see :mod:`mtst.checkpoint`)."""
-        from mtst.checkpoint import save_model
-
         return save_model(self, Path(path), extra=extra)
+
+    @classmethod
+    def from_parts(cls, parts: CheckpointParts, *, where: str = "model.safetensors") -> MultiTaskModel:
+        """The model a checkpoint describes, with its weights (eval mode); ``where`` names the weights."""
+        meta = parts.meta
+        model = cls(
+            parts.encoder,
+            parts.tokenizer,
+            [TaskSpec.from_dict(t) for t in meta["tasks"]],
+            pooling=meta["pooling"],
+            max_seq_len=meta["max_seq_len"],
+            backbone=meta.get("backbone", "unknown"),
+        )
+        missing, unexpected = model.load_state_dict(parts.weights, strict=False)
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{where}: weights do not fit the model described in mtst.json: "
+                f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+        model.eval()
+        return model
+
+
+# ----------------------------------------------------------------- checkpoints (the format: mtst.checkpoint)
+def write_model_files(model: MultiTaskModel, directory: Path, *, extra: dict[str, Any] | None = None) -> None:
+    """Write the model's parts into an existing (temporary) directory."""
+    meta = {
+        "backbone": model.backbone,
+        "pooling": model.pooling.value,
+        "max_seq_len": model.max_seq_len,
+        "embedding_dim": model.hidden_size,
+        "input_names": list(model.input_names),
+        "tasks": [t.to_dict() for t in model.tasks.values()],
+    }
+    write_parts(
+        directory,
+        weights=model.state_dict(),
+        encoder_config=model.encoder.config,
+        tokenizer=model.tokenizer,
+        meta=meta,
+        extra=extra,
+    )
+
+
+def save_model(model: MultiTaskModel, path: Path, *, extra: dict[str, Any] | None = None) -> Path:
+    """Save ``model`` as a checkpoint at ``path`` (replacing an older one there, atomically)."""
+    with atomic_directory(path, overwrite=True) as tmp:
+        write_model_files(model, tmp, extra=extra)
+    logger.info("saved checkpoint %s", path)
+    return path
+
+
+def load_model(path: Path) -> MultiTaskModel:
+    """Rebuild a MultiTaskModel from a checkpoint directory, offline, weights-only."""
+    path = Path(path)
+    return MultiTaskModel.from_parts(read_parts(path), where=str(path / "model.safetensors"))

@@ -7,18 +7,13 @@ the ONNX graph, so keep it to ops that export cleanly (no data-dependent control
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
 
 import torch
 import torch.nn.functional as F
 
+from mtst.schema import Pooling  # the enum is config, torch-free; the arithmetic is here
+
 __all__ = ["POOLERS", "Pooling", "cls_pool", "max_pool", "mean_pool", "pool_and_normalize"]
-
-
-class Pooling(str, Enum):
-    MEAN = "mean"
-    CLS = "cls"
-    MAX = "max"
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

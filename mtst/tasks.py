@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from mtst.errors import ConfigError
+from mtst.errors import ConfigError, parse_enum
 
 __all__ = ["RESERVED_NAMES", "HeadConfig", "TaskKind", "TaskSpec"]
 
@@ -58,11 +58,9 @@ class TaskSpec:
             )
         if self.name in RESERVED_NAMES:
             raise ConfigError(f"task name {self.name!r} is reserved (it names a graph input or output)")
-        try:
-            object.__setattr__(self, "kind", TaskKind(self.kind))
-        except ValueError:
-            kinds = [k.value for k in TaskKind]
-            raise ConfigError(f"task {self.name!r}: kind {self.kind!r} is not one of {kinds}") from None
+        object.__setattr__(
+            self, "kind", parse_enum(TaskKind, self.kind, f"task {self.name!r}: kind", sep=" ")
+        )
         labels = tuple(str(label) for label in self.labels)
         object.__setattr__(self, "labels", labels)
         if len(labels) < 2:

@@ -23,24 +23,36 @@ import logging
 import random
 import shutil
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from mtst.checkpoint import write_model_files
+from mtst.checkpoint import WEIGHTS, read_meta
 from mtst.errors import CheckpointError
+from mtst.loss_weighting import LossWeighter
+from mtst.model import MultiTaskModel, write_model_files
 from mtst.runtime.fsutil import atomic_directory, atomic_write_json
+from mtst.sampling import LengthGroupedBatches, TaskSampler
 
 __all__ = [
     "CheckpointPayload",
+    "LoopState",
+    "RunParts",
+    "StageParts",
     "capture_rng",
+    "capture_state",
     "checkpoint_name",
     "flatten_optimizer",
     "read_checkpoint",
     "read_latest",
     "restore_rng",
+    "restore_run",
+    "restore_stage",
+    "rng_from_json",
+    "rng_to_json",
     "unflatten_optimizer",
     "write_checkpoint",
 ]
@@ -130,6 +142,16 @@ def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, {"python": [version, list(internal), gauss], "numpy": np_json}
 
 
+def rng_to_json(rng: random.Random) -> list[Any]:
+    """A ``random.Random``'s state as JSON values (the augmentation RNGs)."""
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def rng_from_json(data: list[Any]) -> tuple[Any, ...]:
+    return (data[0], tuple(data[1]), data[2])
+
+
 def restore_rng(tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> None:
     version, internal, gauss = meta["python"]
     random.setstate((version, tuple(internal), gauss))
@@ -159,7 +181,13 @@ class CheckpointPayload:
 
 
 def write_checkpoint(
-    run_dir: Path, model: Any, payload: CheckpointPayload, *, step: int, meta: dict[str, Any], keep_last: int
+    run_dir: Path,
+    model: MultiTaskModel,
+    payload: CheckpointPayload,
+    *,
+    step: int,
+    meta: dict[str, Any],
+    keep_last: int,
 ) -> Path:
     """Write ``checkpoints/step-N`` atomically, point ``latest.json`` at it, prune old ones."""
     from safetensors.torch import save_file
@@ -214,8 +242,6 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointPayl
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    from mtst.checkpoint import WEIGHTS, read_meta
-
     read_meta(path)
     state_dir = path / STATE_DIR
     try:
@@ -229,3 +255,89 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointPayl
             f"{state_dir / STATE_JSON}: version {state.get('version')!r}, this mtst reads {STATE_VERSION}"
         )
     return weights, CheckpointPayload(state, tensors)
+
+
+# ---------------------------------------------------------------------- what a training run saves
+@dataclass
+class LoopState:
+    """Counters that a checkpoint carries (JSON)."""
+
+    step: int = 0  # optimizer steps so far, over all stages
+    stage: int = 0  # index of the stage running (== number of stages when done)
+    stage_step: int = 0
+    samples: int = 0
+    task_steps: dict[str, int] = field(default_factory=dict)
+    best_score: float | None = None  # best selection score of the current stage
+    best_step: int | None = None
+    bad_evals: int = 0
+    stopped_early: bool = False
+    last_eval_step: int = -1
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunParts:
+    """The run's own positions besides the counters: loss weights, batch orders, augmentation RNGs."""
+
+    weighter: LossWeighter
+    batchers: Mapping[str, LengthGroupedBatches]
+    aug_rngs: Mapping[str, random.Random]
+
+
+@dataclass(frozen=True)
+class StageParts:
+    """What a mid-stage checkpoint adds (a stage-end one has none: the next stage starts fresh)."""
+
+    optimizer: torch.optim.Optimizer
+    sampler: TaskSampler
+    scaler: torch.amp.GradScaler
+    scheduler: Mapping[str, Any]  # the lr schedule and the position in it, for readers of state.json
+
+
+def capture_state(
+    loop: LoopState, parts: RunParts, log_window: Mapping[str, Any], stage: StageParts | None
+) -> CheckpointPayload:
+    """Everything that decides what happens next, as JSON values and named tensors (global RNGs too)."""
+    tensors = {f"loss_weighting.{k}": v for k, v in parts.weighter.state_dict().items()}
+    rng_tensors, rng_json = capture_rng()
+    tensors.update(rng_tensors)
+    state: dict[str, Any] = {
+        "loop": asdict(loop),
+        "batchers": {t: b.state_dict() for t, b in parts.batchers.items()},
+        "augment_rng": {t: rng_to_json(r) for t, r in parts.aug_rngs.items()},
+        "rng": rng_json,
+        "log_window": dict(log_window),
+    }
+    if stage is not None:
+        state["scheduler"] = dict(stage.scheduler)
+        opt_tensors, opt_json = flatten_optimizer(stage.optimizer)
+        tensors.update(opt_tensors)
+        state["optimizer"] = opt_json
+        state["sampler"] = stage.sampler.state_dict()
+        state["scaler"] = stage.scaler.state_dict() if stage.scaler.is_enabled() else None
+    return CheckpointPayload(state, tensors)
+
+
+def restore_run(payload: CheckpointPayload, parts: RunParts) -> LoopState:
+    """Put the run's positions back (the stage's, and the global RNGs, wait for :func:`restore_stage`)."""
+    prefix = "loss_weighting."
+    parts.weighter.load_state_dict(
+        {k[len(prefix) :]: v for k, v in payload.tensors.items() if k.startswith(prefix)}
+    )
+    s = payload.state
+    for t, b in parts.batchers.items():
+        b.load_state_dict(s["batchers"][t])
+    for t, r in parts.aug_rngs.items():
+        r.setstate(rng_from_json(s["augment_rng"][t]))
+    return LoopState(**s["loop"])
+
+
+def restore_stage(payload: CheckpointPayload, stage: StageParts) -> None:
+    """The stage's optimizer, sampler and scaler (mid-stage checkpoints), then the global RNGs, last."""
+    s = payload.state
+    if "optimizer" in s:
+        unflatten_optimizer(stage.optimizer, payload.tensors, s["optimizer"])
+        stage.sampler.load_state_dict(s["sampler"])
+        if s.get("scaler"):
+            stage.scaler.load_state_dict(s["scaler"])
+    restore_rng(payload.tensors, s["rng"])

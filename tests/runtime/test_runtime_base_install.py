@@ -28,7 +28,7 @@ def _source_copy(dest: Path) -> Path:
     dest.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / name, dest / name)
-    for folder in ("mtst", "runtime", "export", "bench"):
+    for folder in ("mtst", "runtime", "export", "bench", "experiment"):
         shutil.copytree(REPO / folder, dest / folder, ignore=skip)
     return dest
 

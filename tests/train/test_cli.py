@@ -125,14 +125,16 @@ def test_compare_separate_writes_the_table(config_dict, tmp_path) -> None:
     )
     # the same budget: each single model trains as many steps as its task got in the multi-task run
     assert intent["steps"] + ner["steps"] == multi["steps"] == 12
-    steps = json.loads((out / "multitask" / "results.json").read_text())["task_steps"]
+    steps = json.loads((out / "variants" / "multitask" / "main" / "run" / "results.json").read_text())[
+        "task_steps"
+    ]
     assert intent["steps"] == steps["intent"] and ner["steps"] == steps["ner"]
     assert multi["encoder_passes"] == 1 and both["encoder_passes"] == 2
     assert both["params_total"] == intent["params_total"] + ner["params_total"] > multi["params_total"]
     assert set(multi["test"]) == {"ner"} and set(multi["validation"]) == {"intent", "ner"}
     assert all(r["latency_ms"] > 0 for r in rows.values())
     assert report["latency"]["sentences"] == 20 and (out / "compare.md").read_text().startswith("| model |")
-    assert (out / "single-ner" / "best" / "mtst.json").exists()
+    assert (out / "variants" / "separate" / "ner" / "run" / "best" / "mtst.json").exists()
 
 
 def test_embed_prints_shape_and_cosine_matrix(tiny_encoder_dir) -> None:

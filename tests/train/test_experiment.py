@@ -18,7 +18,7 @@ from click.testing import CliRunner
 
 from mtst.errors import ConfigError
 from mtst.experiment import VariantKind, load_experiment, plan_models
-from mtst.experiment_cli import main
+from mtst.experiment.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 REAL = REPO / "configs" / "experiment.yaml"
@@ -196,7 +196,7 @@ def test_cli_errors_are_one_line(exp_dict, tmp_path) -> None:
 
 def test_forgetting_reads_the_stage_end_evaluation(tmp_path) -> None:
     from mtst.config import config_from_dict
-    from mtst.experiment import _forgetting
+    from mtst.experiment.run import _forgetting
 
     cfg = config_from_dict(
         {
@@ -240,8 +240,8 @@ def test_forgetting_reads_the_stage_end_evaluation(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_encoder_dir, data_root) -> dict[str, Any]:
     """configs/experiment-tiny.yaml once through the CLI, recording the order of training runs and test reads."""
-    import mtst.experiment as experiment
-    import mtst.experiment_eval as experiment_eval
+    import mtst.experiment.evaluate as experiment_eval
+    import mtst.experiment.run as experiment
 
     out = tmp_path_factory.mktemp("experiment") / "out"
     calls: list[tuple[str, str]] = []
@@ -436,7 +436,7 @@ def test_resume_keeps_finished_variants_and_continues_a_run(tiny_run) -> None:
 
 
 def test_comparisons_pair_only_tasks_trained_on_the_same_data() -> None:
-    from mtst.experiment_report import comparisons
+    from mtst.experiment.report import comparisons
 
     exp = load_experiment(REAL)
 

@@ -259,9 +259,9 @@ def test_frozen_encoder_training_uses_the_cache(make_config, config_dict, tmp_pa
     for task, metrics in cached.validation.items():
         assert metrics == pytest.approx(uncached.validation[task])
     # the validation metrics (encoder outputs remembered across evaluations) equal a plain evaluation
+    from mtst.data import load_task_data
     from mtst.evaluation import evaluate_task, torch_logits_fn
     from mtst.model import MultiTaskModel
-    from mtst.train import load_task_data
 
     best = MultiTaskModel.from_pretrained(cached.best_checkpoint)
     data = load_task_data(cfg)

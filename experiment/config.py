@@ -1,6 +1,7 @@
-"""Experiment configs of ``mtst-experiment``: a base run config and named variants of it.
+"""Experiment configs of ``mtst-experiment``: a base run config and named variants of it, and the
+training runs (:class:`ModelPlan`) each variant makes.
 
-See :mod:`mtst.experiment` for the file format and what a run does. Everything here is checked when
+See :mod:`mtst.experiment.run` for the file format and what a run does. Everything here is checked when
 the file is read (unknown keys, bad values, every variant's run config built once), so that a typo in
 the last variant fails before hours of training, with the file, the variant and the key named.
 """
@@ -14,13 +15,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from mtst.config import TrainConfig, apply_overrides, config_from_dict, read_config_file
-from mtst.errors import ConfigError
+from mtst.config import (
+    SamplingConfig,
+    TrainConfig,
+    apply_overrides,
+    config_from_dict,
+    dataclass_from_dict,
+    read_config_file,
+)
+from mtst.errors import ConfigError, parse_enum
+from mtst.runtime.manifest import parse_precision
 
 __all__ = [
-    "PRECISIONS",
     "ExperimentConfig",
     "ExportOptions",
     "LatencyConfig",
@@ -28,12 +36,13 @@ __all__ = [
     "VariantConfig",
     "VariantKind",
     "load_experiment",
+    "model_dir",
     "plan_models",
+    "single_task_config",
     "variant_config",
 ]
 
-PRECISIONS = {"fp32": "fp32", "none": "fp32", "int8": "int8-dynamic", "int8-dynamic": "int8-dynamic"}
-PRECISIONS.update({"fp16": "fp16", "int8-static": "int8-static"})
+T = TypeVar("T")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 
@@ -53,6 +62,19 @@ class VariantConfig:
     precisions: tuple[str, ...] | None = None  # default: the experiment's (multitask), fp32 (separate)
 
 
+def _check_amounts(obj: Any, where: str) -> None:
+    """Counts (int fields) >= 1, amounts (float fields) >= 0."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, bool):
+            continue
+        minimum = 1 if isinstance(value, int) else 0
+        if value < minimum:
+            raise ConfigError(
+                f"{where}.{f.name}: expected a {type(value).__name__} >= {minimum}, got {value!r}"
+            )
+
+
 @dataclass(frozen=True)
 class LatencyConfig:
     """CPU latency per sentence: batch 1, ``mtst.runtime.Engine.predict`` end to end, median."""
@@ -60,6 +82,9 @@ class LatencyConfig:
     sentences: int = 200  # real validation sentences, taken in turn from every task
     threads: int = 1  # ONNX Runtime intra-op threads
     warmup: int = 5
+
+    def __post_init__(self) -> None:
+        _check_amounts(self, "latency")
 
 
 @dataclass(frozen=True)
@@ -70,6 +95,13 @@ class ExportOptions:
     parity_check: bool = True
     eval_limit: int = 2000  # validation examples a task for the guard
     max_metric_drop: float = 0.005
+
+    def __post_init__(self) -> None:
+        _check_amounts(self, "export")
+        if not 0.0 <= self.max_metric_drop < 1.0:
+            raise ConfigError(
+                f"export.max_metric_drop: expected a value in [0, 1), got {self.max_metric_drop!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -117,6 +149,11 @@ class ModelPlan:
         return tuple(t.name for t in self.config.tasks)
 
 
+def model_dir(out: Path, plan: ModelPlan) -> Path:
+    """Where the experiment in ``out`` keeps one training run: ``run/``, ``bundle/``, ``trained.json`` ..."""
+    return out / "variants" / plan.variant / plan.name
+
+
 # ---------------------------------------------------------------------------------------------- reading
 _TOP_KEYS = ("name", "extends", "base", "set", "max_steps", "precisions", "latency", "export", "variants")
 _VARIANT_KEYS = ("name", "kind", "description", "tasks", "set", "budget_from", "precisions")
@@ -161,47 +198,23 @@ def _string_list(value: Any, where: str) -> list[str]:
     return list(value)
 
 
-def _precision(value: Any, where: str) -> str:
-    key = str(value).strip().lower()
-    if key not in PRECISIONS:
-        raise ConfigError(f"{where}: {value!r} is not one of {sorted(PRECISIONS)}")
-    return PRECISIONS[key]
-
-
 def _precisions(value: Any, where: str) -> tuple[str, ...]:
+    """Precision names (aliases of :data:`mtst.runtime.manifest.PRECISION_ALIASES`) as manifest values."""
     if not isinstance(value, list) or not value:
         raise ConfigError(f"{where}: expected a non-empty list such as [fp32, int8, fp16], got {value!r}")
-    out = tuple(dict.fromkeys(_precision(v, f"{where}[{i}]") for i, v in enumerate(value)))
+    out = tuple(dict.fromkeys(parse_precision(v, f"{where}[{i}]").value for i, v in enumerate(value)))
     if "fp32" not in out:
         raise ConfigError(f"{where}: fp32 is the reference every other precision is read against; add it")
     return out
 
 
-def _small_dataclass(cls: Any, data: Any, where: str) -> Any:
-    if data is None:
-        return cls()
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    _check_keys(data, list(fields), where)
-    kwargs: dict[str, Any] = {}
-    for name, value in data.items():
-        default = getattr(cls(), name)
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
-        else:
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
-        if not ok:
-            kind = (
-                "true or false"
-                if isinstance(default, bool)
-                else f"a {type(default).__name__} >= {1 if isinstance(default, int) else 0}"
-            )
-            raise ConfigError(f"{where}.{name}: expected {kind}, got {value!r}")
-        kwargs[name] = value
-    return cls(**kwargs)
+def _section(cls: type[T], raw: Mapping[str, Any], key: str, path: Path) -> T:
+    """The ``latency`` / ``export`` section: its dataclass with defaults for what the file leaves out."""
+    value = raw.get(key)
+    try:
+        return dataclass_from_dict(cls, {} if value is None else value, key)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
 
 
 def _variant(data: Any, index: int, path: Path, task_names: Sequence[str]) -> VariantConfig:
@@ -214,12 +227,7 @@ def _variant(data: Any, index: int, path: Path, task_names: Sequence[str]) -> Va
         raise ConfigError(
             f"{where}: name {name!r}: expected lower-case letters, digits, '-' or '_' (a folder name)"
         )
-    try:
-        kind = VariantKind(data.get("kind", "multitask"))
-    except ValueError:
-        raise ConfigError(
-            f"{where}.kind: {data.get('kind')!r} is not one of {[k.value for k in VariantKind]}"
-        ) from None
+    kind = parse_enum(VariantKind, data.get("kind", "multitask"), f"{where}.kind")
     tasks = data.get("tasks") or []
     if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
         raise ConfigError(f"{where}.tasks: expected a list of task names, got {tasks!r}")
@@ -293,11 +301,7 @@ def load_experiment(
     name = raw.get("name") or path.stem
     if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", name):
         raise ConfigError(f"{path}: name: {name!r} must be letters, digits, '_', '.', '-' (a folder name)")
-    export = _small_dataclass(ExportOptions, raw.get("export"), f"{path}: export")
-    if not 0.0 <= export.max_metric_drop < 1.0:
-        raise ConfigError(
-            f"{path}: export.max_metric_drop: expected a value in [0, 1), got {export.max_metric_drop!r}"
-        )
+    export = _section(ExportOptions, raw, "export", path)
     exp = ExperimentConfig(
         name=name,
         path=path,
@@ -307,7 +311,7 @@ def load_experiment(
         if "precisions" in raw
         else ("fp32", "int8-dynamic", "fp16"),
         max_steps=max_steps,
-        latency=_small_dataclass(LatencyConfig, raw.get("latency"), f"{path}: latency"),
+        latency=_section(LatencyConfig, raw, "latency", path),
         export=export,
         raw=raw,
     )
@@ -354,8 +358,6 @@ def plan_models(
     exp: ExperimentConfig, variant: VariantConfig, *, budget: Mapping[str, int] | None = None
 ) -> tuple[ModelPlan, ...]:
     """The training runs of ``variant``; a separate variant needs ``budget`` (task -> steps)."""
-    from mtst.compare import single_task_config
-
     cfg = variant_config(exp, variant)
     if variant.kind is VariantKind.MULTITASK:
         return (ModelPlan(variant.name, "main", cfg),)
@@ -377,3 +379,22 @@ def plan_models(
             ModelPlan(variant.name, tc.name, dataclasses.replace(single, run_id=f"{cfg.run_id}-{tc.name}"))
         )
     return tuple(plans)
+
+
+def single_task_config(cfg: TrainConfig, task: str, *, steps: int) -> TrainConfig:
+    """``cfg`` cut down to one task, trained for ``steps`` steps with the same hyper-parameters."""
+    tc = cfg.task(task)
+    metric = (
+        cfg.eval.metric if cfg.eval.metric == "mean" or cfg.eval.metric.startswith(f"{task}.") else "mean"
+    )
+    return dataclasses.replace(
+        cfg,
+        tasks=(tc,),
+        run_id=f"{cfg.run_id or 'run'}-{task}",
+        optim=dataclasses.replace(cfg.optim, max_steps=max(1, steps)),
+        sampling=SamplingConfig(),
+        freeze=dataclasses.replace(
+            cfg.freeze, frozen_heads=tuple(h for h in cfg.freeze.frozen_heads if h == task)
+        ),
+        eval=dataclasses.replace(cfg.eval, metric=metric),
+    )

@@ -24,10 +24,22 @@ from typing import Any
 
 import numpy as np
 
-from mtst.data import DataSource, Example, load_examples
+from mtst.data import DataSource, Example, SentenceExample, TokenExample, load_examples, load_task_data
+from mtst.evaluation import LogitsFn
+from mtst.experiment.config import ExperimentConfig, ModelPlan, model_dir
+from mtst.experiment.events import EventLog
 from mtst.runtime.fsutil import atomic_write_json
+from mtst.tasks import TaskKind
 
-__all__ = ["FinalEvaluation", "evaluate_bundle", "final_evaluation", "load_test_examples", "measure_latency"]
+__all__ = [
+    "FinalEvaluation",
+    "evaluate_bundle",
+    "final_evaluation",
+    "latency_sentences",
+    "latency_texts",
+    "load_test_examples",
+    "measure_latency",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +52,7 @@ class FinalEvaluation:
     latency: dict[str, Any]
 
 
-def load_test_examples(source: DataSource, kind: Any, *, data_root: Path | None) -> list[Example]:
+def load_test_examples(source: DataSource, kind: TaskKind, *, data_root: Path | None) -> list[Example]:
     """The one reader of test splits in the experiment (the test checks when it is called)."""
     return load_examples(source, kind, data_root=data_root)
 
@@ -74,7 +86,7 @@ class _OrtLogits:
         self.outputs = {h.name: h.output for h in bundle.manifest.heads}
         self.runs = 0
 
-    def for_task(self, task: str) -> Any:
+    def for_task(self, task: str) -> LogitsFn:
         output = self.outputs[task]
 
         def fn(batch: dict[str, np.ndarray]) -> np.ndarray:
@@ -125,12 +137,10 @@ def evaluate_bundle(
 
 
 def final_evaluation(
-    exp: Any, models: Mapping[str, Sequence[Any]], out: Path, *, events: Any
+    exp: ExperimentConfig, models: Mapping[str, Sequence[ModelPlan]], out: Path, *, events: EventLog
 ) -> FinalEvaluation:
     """Test metrics of every model and precision (cached in ``test.json`` per model), then latency."""
     from tqdm.auto import tqdm
-
-    from mtst.experiment import model_dir
 
     cache: dict[str, list[Example]] = {}
     jobs = [
@@ -189,13 +199,31 @@ def _primary(metrics: Mapping[str, float]) -> float:
     return float(metrics["f1"] if "f1" in metrics else metrics["accuracy"])
 
 
-def latency_texts(exp: Any, n: int) -> list[str]:
+def latency_sentences(examples: Mapping[str, Sequence[Example]], n: int) -> list[str]:
+    """``n`` real sentences taken in turn from each task's examples (token tasks: tokens joined)."""
+    texts = {
+        task: [
+            ex.text if isinstance(ex, SentenceExample) else " ".join(ex.tokens)
+            for ex in exs
+            if isinstance(ex, SentenceExample | TokenExample)
+        ]
+        for task, exs in examples.items()
+    }
+    out: list[str] = []
+    i = 0
+    while len(out) < n and any(i < len(v) for v in texts.values()):
+        for v in texts.values():
+            if i < len(v) and len(out) < n:
+                out.append(v[i])
+        i += 1
+    return out
+
+
+def latency_texts(exp: ExperimentConfig, n: int) -> list[str]:
     """``n`` real validation sentences of the base config, taken in turn from each task."""
     import dataclasses
 
-    from mtst.compare import latency_sentences
     from mtst.config import config_from_dict
-    from mtst.train import load_task_data
 
     cfg = config_from_dict({**exp.base, "run_id": exp.name})
     cfg = dataclasses.replace(cfg, tasks=tuple(dataclasses.replace(t, test=None) for t in cfg.tasks))
@@ -203,17 +231,18 @@ def latency_texts(exp: Any, n: int) -> list[str]:
     return latency_sentences({t: d.validation for t, d in data.items()}, n)
 
 
-def measure_latency(exp: Any, models: Mapping[str, Sequence[Any]], out: Path) -> dict[str, Any]:
+def measure_latency(
+    exp: ExperimentConfig, models: Mapping[str, Sequence[ModelPlan]], out: Path
+) -> dict[str, Any]:
     """Per (variant/model/precision): ms per sentence, batch 1, every engine in one interleaved loop."""
     from tqdm.auto import tqdm
 
-    from mtst.experiment import model_dir
     from mtst.runtime import Engine
 
     cfg = exp.latency
     texts = latency_texts(exp, cfg.sentences + cfg.warmup)
     warm, timed = texts[: cfg.warmup], texts[cfg.warmup :]
-    engines: dict[str, Any] = {}
+    engines: dict[str, Engine] = {}
     for plans in models.values():
         for plan in plans:
             for precision in exp.precisions_of(exp.variant(plan.variant)):

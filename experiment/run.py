@@ -14,7 +14,7 @@ list of **variants**, each a set of overrides of that base::
       - {name: staged, tasks: [intent, ner], set: {stages: [...]}}
 
 A ``multitask`` variant trains one model; a ``separate`` variant trains one model per task, each for
-exactly as many steps of its task as the ``budget_from`` variant gave it (:func:`mtst.compare.
+exactly as many steps of its task as the ``budget_from`` variant gave it (:func:`mtst.experiment.config.
 single_task_config`). ``extends: other.yaml`` takes another experiment file's keys as defaults (a tiny
 variant for tests keeps the real variants and only shrinks the data).
 
@@ -27,9 +27,10 @@ Phases, in this order (``events.jsonl`` records them):
    others; ``--resume`` continues a killed run through ``mtst-train --resume``;
 2. **export** each model's ``best/`` checkpoint with :func:`mtst.export.export_bundle` (one bundle,
    one variant per precision; the accuracy guard reads validation data only);
-3. **final evaluation** (:mod:`mtst.experiment_eval`): the test split of every task through the
+3. **final evaluation** (:mod:`mtst.experiment.evaluate`): the test split of every task through the
    exported graphs on ONNX Runtime, and CPU latency (batch 1, every model in one interleaved loop);
-4. **report** (:mod:`mtst.experiment_report`): ``results.json``, ``results.md``, plots.
+4. **report** (:mod:`mtst.experiment.report`; ``--compare-separate`` writes its own,
+   :mod:`mtst.experiment.compare`): ``results.json``, ``results.md``, plots.
 
 Per model, ``variants/<variant>/<model>/`` holds ``run/`` (the training run), ``train.log``,
 ``trained.json``, ``bundle/``, ``exported.json`` and ``test.json``; with ``--resume`` whatever is
@@ -45,44 +46,30 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mtst.config import TrainConfig
 from mtst.errors import ConfigError, MtstError
-from mtst.experiment_config import (
+from mtst.experiment.config import (
     ExperimentConfig,
-    ExportOptions,
-    LatencyConfig,
     ModelPlan,
     VariantConfig,
     VariantKind,
-    load_experiment,
+    model_dir,
     plan_models,
-    variant_config,
 )
+from mtst.experiment.evaluate import final_evaluation
+from mtst.experiment.events import EventLog
+from mtst.experiment.report import Outcome, write_report
 from mtst.runtime.fsutil import atomic_write_json, atomic_write_text
 
-__all__ = [
-    "ExperimentConfig",
-    "ExperimentResult",
-    "ExportOptions",
-    "LatencyConfig",
-    "ModelPlan",
-    "VariantConfig",
-    "VariantKind",
-    "load_experiment",
-    "model_dir",
-    "plan_models",
-    "run_experiment",
-    "variant_config",
-]
+__all__ = ["EventLog", "ExperimentResult", "Report", "run_experiment"]
 
 logger = logging.getLogger(__name__)
 
-_QUANTIZE = {"fp32": "none", "int8-dynamic": "int8", "fp16": "fp16", "int8-static": "int8-static"}
 _TIME = re.compile(r"^\d\d:\d\d:\d\d ")  # mtst-train's log lines start with the time; ours do too
 
 
@@ -94,28 +81,8 @@ class ExperimentResult:
     failed: dict[str, str]  # variant -> error
 
 
-class EventLog:
-    """``events.jsonl``: the order in which things happened (the test-split check reads it)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.seq = 0
-        if path.exists():
-            self.seq = sum(1 for _ in path.open(encoding="utf-8"))
-
-    def add(self, event: str, **fields: Any) -> None:
-        self.seq += 1
-        record = {"seq": self.seq, "time": round(time.time(), 3), "event": event, **fields}
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-
-
 def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def model_dir(out: Path, plan: ModelPlan) -> Path:
-    return out / "variants" / plan.variant / plan.name
 
 
 def _select(exp: ExperimentConfig, only: Iterable[str] | None) -> list[VariantConfig]:
@@ -130,6 +97,9 @@ def _select(exp: ExperimentConfig, only: Iterable[str] | None) -> list[VariantCo
     return [v for v in exp.variants if v.name in names]
 
 
+Report = Callable[[ExperimentConfig, Path, Outcome], dict[str, Any]]
+
+
 def run_experiment(
     exp: ExperimentConfig,
     out: str | Path,
@@ -137,53 +107,24 @@ def run_experiment(
     only: Iterable[str] | None = None,
     resume: bool = False,
     command: Sequence[str] | None = None,
+    report: Report = write_report,
 ) -> ExperimentResult:
-    """Run the selected variants of ``exp`` into ``out`` and write the report (see the module docstring)."""
-    from mtst.experiment_eval import final_evaluation
-    from mtst.experiment_report import write_report
+    """Run the selected variants of ``exp`` into ``out`` and write the report (see the module docstring).
 
+    ``report`` writes what the phases found (default: ``results.json``, ``results.md`` and plots)."""
     out = Path(out)
     selected = _select(exp, only)
-    state_file = out / "experiment.json"
-    if out.exists() and any(out.iterdir()) and not resume:
-        raise ConfigError(
-            f"{out}: an experiment is already there; pass --resume to continue it or --output DIR"
-        )
-    if resume and out.exists() and any(out.iterdir()) and not state_file.is_file():
-        raise ConfigError(
-            f"{out}: not an experiment directory ({state_file.name} is missing); refusing to write into it"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    state = _read_json(state_file) if state_file.is_file() else {"invocations": []}
-    invocation = {
-        "command": list(command or []),
-        "start": time.time(),
-        "end": None,
-        "only": [v.name for v in selected],
-        "load_at_start": _load(),
-    }
-    state["invocations"].append(invocation)
-    state["config"] = exp.raw
-    state["config_file"] = str(exp.path)
-    atomic_write_json(state_file, state)
+    state = _open(exp, out, selected, resume=resume, command=command)
     events = EventLog(out / "events.jsonl")
     events.add("start", variants=[v.name for v in selected], resume=resume)
-
     # 1 + 2: train and export, references (budget_from) first
-    order = [v for v in selected if v.kind is VariantKind.MULTITASK] + [
-        v for v in selected if v.kind is not VariantKind.MULTITASK
-    ]
+    order = [v for v in selected if v.kind is VariantKind.MULTITASK]
+    order += [v for v in selected if v.kind is not VariantKind.MULTITASK]
     done: dict[str, tuple[ModelPlan, ...]] = {}
     failed: dict[str, str] = {}
     for i, v in enumerate(order, 1):
-        logger.info(
-            "variant %d/%d: %s (%s)%s",
-            i,
-            len(order),
-            v.name,
-            v.kind.value,
-            f" - {v.description}" if v.description else "",
-        )
+        about = f" - {v.description}" if v.description else ""
+        logger.info("variant %d/%d: %s (%s)%s", i, len(order), v.name, v.kind.value, about)
         try:
             budget = _budget(exp, v, out) if v.kind is VariantKind.SEPARATE else None
             plans = plan_models(exp, v, budget=budget)
@@ -195,18 +136,51 @@ def run_experiment(
             logger.error("variant %s failed: %s", v.name, exc)
             failed[v.name] = str(exc)
             events.add("failed", variant=v.name, error=str(exc))
-
     # 3: the test split and latency, only now that every selected model is trained and exported
-    ordered = {v.name: done[v.name] for v in selected if v.name in done}
-    final = final_evaluation(exp, ordered, out, events=events)
-    invocation["end"] = time.time()
-    atomic_write_json(state_file, state)
+    models = {v.name: done[v.name] for v in selected if v.name in done}
+    final = final_evaluation(exp, models, out, events=events)
+    state["invocations"][-1]["end"] = time.time()
+    atomic_write_json(out / "experiment.json", state)
     # 4: report
-    report = write_report(
-        exp, [v for v in selected if v.name in done], ordered, final, out, state=state, failed=failed
-    )
+    variants = tuple(v for v in selected if v.name in done)
+    written = report(exp, out, Outcome(variants, models, final, state, failed))
     events.add("report", path=str(out / "results.md"))
-    return ExperimentResult(out, report, failed)
+    return ExperimentResult(out, written, failed)
+
+
+def _open(
+    exp: ExperimentConfig,
+    out: Path,
+    selected: Sequence[VariantConfig],
+    *,
+    resume: bool,
+    command: Sequence[str] | None,
+) -> dict[str, Any]:
+    """``experiment.json`` with this invocation added (refused: a busy directory without ``resume``)."""
+    state_file = out / "experiment.json"
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise ConfigError(
+            f"{out}: an experiment is already there; pass --resume to continue it or --output DIR"
+        )
+    if resume and out.exists() and any(out.iterdir()) and not state_file.is_file():
+        raise ConfigError(
+            f"{out}: not an experiment directory ({state_file.name} is missing); refusing to write into it"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    state = _read_json(state_file) if state_file.is_file() else {"invocations": []}
+    state["invocations"].append(
+        {
+            "command": list(command or []),
+            "start": time.time(),
+            "end": None,
+            "only": [v.name for v in selected],
+            "load_at_start": _load(),
+        }
+    )
+    state["config"] = exp.raw
+    state["config_file"] = str(exp.path)
+    atomic_write_json(state_file, state)
+    return state
 
 
 def _budget(exp: ExperimentConfig, v: VariantConfig, out: Path) -> dict[str, int]:
@@ -227,13 +201,17 @@ class _TrainingFailed(Exception):
 
 def _train_model(exp: ExperimentConfig, plan: ModelPlan, out: Path, events: EventLog) -> None:
     """Train ``plan`` in a ``mtst-train`` subprocess (resuming a killed run), then write ``trained.json``."""
-    mdir = model_dir(out, plan)
-    trained, run_dir = mdir / "trained.json", mdir / "run"
-    cfg_dict = plan.train_config.to_dict()
-    cfg_file = mdir / "train.yaml"
-    if cfg_file.is_file():
-        import yaml
+    import yaml
 
+    mdir = model_dir(out, plan)
+    trained, run_dir, cfg_file, log_file = (
+        mdir / "trained.json",
+        mdir / "run",
+        mdir / "train.yaml",
+        mdir / "train.log",
+    )
+    cfg_dict = plan.train_config.to_dict()
+    if cfg_file.is_file():
         old = yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
         if old != cfg_dict:
             diff = sorted(k for k in set(old) | set(cfg_dict) if old.get(k) != cfg_dict.get(k))
@@ -247,32 +225,50 @@ def _train_model(exp: ExperimentConfig, plan: ModelPlan, out: Path, events: Even
     mdir.mkdir(parents=True, exist_ok=True)
     for stale in ("exported.json", "test.json"):  # from an earlier training of this model
         (mdir / stale).unlink(missing_ok=True)
-    import yaml
-
     atomic_write_text(cfg_file, yaml.safe_dump(cfg_dict, sort_keys=False, allow_unicode=True))
-    attempts_file = mdir / "attempts.json"
-    log_file = mdir / "train.log"
-    attempts = _read_json(attempts_file) if attempts_file.is_file() else []
-    for a in attempts:  # a killed attempt ran until its log was last written
-        if a.get("end") is None:
-            a["end"] = log_file.stat().st_mtime if log_file.exists() else a["start"]
-            a["killed"] = True
     resume = (run_dir / "latest.json").is_file() or (run_dir / "metrics.jsonl").is_file()
-    cmd = [
-        sys.executable,
-        "-m",
-        "mtst.cli",
-        str(cfg_file),
-        "--output",
-        str(run_dir),
-        *(["--resume"] if resume else []),
-    ]
-    attempts.append({"start": time.time(), "end": None, "resume": resume})
-    atomic_write_json(attempts_file, attempts)
+    cmd = [sys.executable, "-m", "mtst.cli", str(cfg_file), "--output", str(run_dir)]
+    attempts = _Attempts(mdir / "attempts.json", log_file)
+    attempts.start(resume)
     events.add("train_start", variant=plan.variant, model=plan.name, resume=resume, load=_load())
     logger.info(
         "%s/%s: training%s (log: %s)", plan.variant, plan.name, " (resumed)" if resume else "", log_file
     )
+    rc, tail = _stream(plan, [*cmd, *(["--resume"] if resume else [])], log_file)
+    attempts.end(rc)
+    if rc != 0:
+        raise _TrainingFailed(
+            f"{plan.variant}/{plan.name}: mtst-train exited with {rc} (log: {log_file}); last lines:\n"
+            + "\n".join(tail[-8:])
+        )
+    summary = _trained_summary(plan, run_dir, attempts.records)
+    atomic_write_json(trained, summary)
+    events.add("train_end", variant=plan.variant, model=plan.name, steps=summary["steps"], load=_load())
+
+
+class _Attempts:
+    """``attempts.json``: when each ``mtst-train`` of a model started and ended (a kill included)."""
+
+    def __init__(self, path: Path, log_file: Path) -> None:
+        self.path = path
+        self.records: list[dict[str, Any]] = _read_json(path) if path.is_file() else []
+        for a in self.records:  # a killed attempt ran until its log was last written
+            if a.get("end") is None:
+                a["end"] = log_file.stat().st_mtime if log_file.exists() else a["start"]
+                a["killed"] = True
+
+    def start(self, resume: bool) -> None:
+        self.records.append({"start": time.time(), "end": None, "resume": resume})
+        atomic_write_json(self.path, self.records)
+
+    def end(self, returncode: int) -> None:
+        self.records[-1]["end"] = time.time()
+        self.records[-1]["returncode"] = returncode
+        atomic_write_json(self.path, self.records)
+
+
+def _stream(plan: ModelPlan, cmd: Sequence[str], log_file: Path) -> tuple[int, list[str]]:
+    """Run ``cmd``, its output appended to ``log_file`` and logged as it comes: (return code, last lines)."""
     tail: list[str] = []
     with (
         log_file.open("a", encoding="utf-8") as log,
@@ -286,17 +282,14 @@ def _train_model(exp: ExperimentConfig, plan: ModelPlan, out: Path, events: Even
             tail = [*tail[-19:], line]
             logger.info("[%s/%s] %s", plan.variant, plan.name, _TIME.sub("", line))
         rc = proc.wait()
-    attempts[-1]["end"] = time.time()
-    attempts[-1]["returncode"] = rc
-    atomic_write_json(attempts_file, attempts)
-    if rc != 0:
-        raise _TrainingFailed(
-            f"{plan.variant}/{plan.name}: mtst-train exited with {rc} (log: {log_file}); last lines:\n"
-            + "\n".join(tail[-8:])
-        )
+    return rc, tail
+
+
+def _trained_summary(plan: ModelPlan, run_dir: Path, attempts: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``trained.json``: what the finished run reports, its parameters, time and forgetting."""
     result = _read_json(run_dir / "results.json")
     params = _parameters(plan, Path(result["best_checkpoint"]))
-    summary = {
+    return {
         "variant": plan.variant,
         "model": plan.name,
         "tasks": list(plan.tasks),
@@ -314,14 +307,12 @@ def _train_model(exp: ExperimentConfig, plan: ModelPlan, out: Path, events: Even
         "forgetting": _forgetting(plan.config, run_dir / "metrics.jsonl", result["validation"]),
         "best_checkpoint": result["best_checkpoint"],
     }
-    atomic_write_json(trained, summary)
-    events.add("train_end", variant=plan.variant, model=plan.name, steps=result["steps"], load=_load())
 
 
 def _parameters(plan: ModelPlan, checkpoint: Path) -> tuple[int, int]:
     """(total, trained in any stage): a staged run trains the encoder in stage 1 and a head later."""
-    from mtst.checkpoint import load_model
     from mtst.freezing import plan_freezing
+    from mtst.model import load_model
 
     model = load_model(checkpoint)
     trained: set[str] = set()
@@ -381,7 +372,7 @@ def _export_model(exp: ExperimentConfig, plan: ModelPlan, out: Path, events: Eve
     precisions = exp.precisions_of(exp.variant(plan.variant))
     opts = exp.export
     kwargs: dict[str, Any] = {
-        "quantize": [_QUANTIZE[p] for p in precisions],
+        "quantize": list(precisions),  # manifest names; export reads them through the same alias table
         "overwrite": True,
         "eval_limit": opts.eval_limit,
         "max_metric_drop": opts.max_metric_drop,

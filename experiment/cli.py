@@ -1,6 +1,7 @@
-"""``mtst-experiment``: run an experiment config (variants of one base run config) and write the table.
+"""``mtst-experiment``, and the compare run that ``mtst-train --compare-separate`` hands over to.
 
-Only the click command here: parse options, load the config, call :func:`mtst.experiment.run_experiment`.
+Only click commands here: parse options, load the config, call :func:`mtst.experiment.run.run_experiment`.
+``python -m mtst.experiment.cli compare-separate CONFIG [mtst-train options]`` runs :func:`compare_main`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,18 @@ from pathlib import Path
 
 import click
 
+from mtst.cli import (
+    TrainOptions,
+    data_root_option,
+    need_torch,
+    set_option,
+    setup_logging,
+    train_options,
+    verbosity_options,
+)
 from mtst.errors import MtstError
 
-__all__ = ["main"]
+__all__ = ["compare_main", "main"]
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,11 +33,7 @@ __all__ = ["main"]
     type=click.Path(file_okay=False, path_type=Path),
     help="Experiment directory (default: runs/<experiment name>).",
 )
-@click.option(
-    "--data-root",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder the data paths are relative to.",
-)
+@data_root_option
 @click.option(
     "--only",
     multiple=True,
@@ -35,15 +41,8 @@ __all__ = ["main"]
     help="Run and report only these variants (repeatable or comma-separated).",
 )
 @click.option("--resume", is_flag=True, help="Keep finished variants, continue interrupted training runs.")
-@click.option(
-    "--set",
-    "overrides",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Override a value of the base run config for every variant, e.g. optim.epochs=2.",
-)
-@click.option("-v", "--verbose", count=True, help="More log output.")
-@click.option("--quiet", is_flag=True, help="Warnings only.")
+@set_option("Override a value of the base run config for every variant, e.g. optim.epochs=2.")
+@verbosity_options
 def main(
     config: Path,
     output: Path | None,
@@ -55,11 +54,10 @@ def main(
     quiet: bool,
 ) -> None:
     """Train, export and evaluate every variant of an experiment CONFIG; write results.md/json and plots."""
-    from mtst.cli import _need_torch, _setup_logging
-
-    _need_torch()
-    _setup_logging(verbose, quiet)
-    from mtst.experiment import load_experiment, run_experiment
+    need_torch()
+    setup_logging(verbose, quiet)
+    from mtst.experiment.config import load_experiment
+    from mtst.experiment.run import run_experiment
 
     command = (
         ["mtst-experiment", *sys.argv[1:]] if Path(sys.argv[0]).name.startswith("mtst-experiment") else None
@@ -85,5 +83,28 @@ def main(
         )
 
 
-if __name__ == "__main__":  # pragma: no cover - python -m mtst.experiment_cli
-    main()
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@train_options
+def compare_main(options: TrainOptions) -> None:
+    """``mtst-train CONFIG --compare-separate``: the multi-task model against one model per task."""
+    need_torch()
+    setup_logging(options.verbose, options.quiet)
+    from mtst.experiment.compare import compare_experiment, write_compare
+    from mtst.experiment.run import run_experiment
+
+    try:
+        cfg, out = options.load()
+        exp = compare_experiment(cfg, path=options.config, device=options.device)
+        command = [shlex.quote(c) for c in ["mtst-train", *options.args(), "--compare-separate"]]
+        run_experiment(exp, out, resume=options.resume, command=command, report=write_compare)
+    except MtstError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo((out / "compare.md").read_text(encoding="utf-8"))
+    click.echo(f"written: {out / 'compare.md'}, {out / 'compare.json'}")
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m mtst.experiment.cli [compare-separate] ...
+    if sys.argv[1:2] == ["compare-separate"]:
+        compare_main(sys.argv[2:], prog_name="mtst-train --compare-separate")
+    else:
+        main()

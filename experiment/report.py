@@ -14,15 +14,39 @@ import math
 import platform
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mtst.config import TrainConfig
 from mtst.errors import ConfigError
+from mtst.experiment.config import ExperimentConfig, ModelPlan, VariantConfig, model_dir, variant_config
+from mtst.experiment.evaluate import FinalEvaluation
+from mtst.metrics import primary_metric
 from mtst.runtime.fsutil import atomic_write_json, atomic_write_text
 
-__all__ = ["build_rows", "plot_validation", "render_markdown", "write_report"]
+__all__ = [
+    "Outcome",
+    "build_rows",
+    "comparisons",
+    "plot_validation",
+    "render_markdown",
+    "task_metrics",
+    "write_report",
+]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the train, export and evaluation phases leave for a report."""
+
+    variants: tuple[VariantConfig, ...]  # the selected variants that finished, in config order
+    models: dict[str, tuple[ModelPlan, ...]]  # variant -> its training runs
+    final: FinalEvaluation
+    state: dict[str, Any]  # experiment.json: invocations, config
+    failed: dict[str, str]  # variant -> error
 
 
 def _read(path: Path) -> Any:
@@ -38,22 +62,18 @@ def _percentile(values: Sequence[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-def task_metrics(exp: Any) -> dict[str, str]:
+def task_metrics(exp: ExperimentConfig) -> dict[str, str]:
     """Task -> the primary metric the table shows, in the base config's task order."""
-    from mtst.metrics import primary_metric
-
     return {t["name"]: primary_metric(t["kind"]) for t in exp.base["tasks"]}
 
 
-def build_rows(
-    exp: Any, variants: Sequence[Any], models: Mapping[str, Sequence[Any]], final: Any, out: Path
-) -> list[dict[str, Any]]:
-    from mtst.experiment import model_dir
-
+def build_rows(exp: ExperimentConfig, outcome: Outcome, out: Path) -> list[dict[str, Any]]:
+    """One row per variant and precision (a separate variant's models summed into one row)."""
+    final = outcome.final
     metric_of = task_metrics(exp)
     rows = []
-    for v in variants:
-        plans = models[v.name]
+    for v in outcome.variants:
+        plans = outcome.models[v.name]
         trained = {p.name: _read(model_dir(out, p) / "trained.json") for p in plans}
         exported = {p.name: _read(model_dir(out, p) / "exported.json") for p in plans}
         for precision in exp.precisions_of(v):
@@ -102,7 +122,7 @@ def build_rows(
     return rows
 
 
-def _notes(v: Any, precision: str, trained: Mapping[str, Any], exported: Mapping[str, Any]) -> str:
+def _notes(v: VariantConfig, precision: str, trained: Mapping[str, Any], exported: Mapping[str, Any]) -> str:
     notes = []
     if precision == "fp32":
         steps = {k: n for t in trained.values() for k, n in t["task_steps"].items() if n}
@@ -134,7 +154,7 @@ def _fmt_time(s: float) -> str:
     return f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
 
 
-def render_table(exp: Any, rows: Sequence[Mapping[str, Any]]) -> str:
+def render_table(exp: ExperimentConfig, rows: Sequence[Mapping[str, Any]]) -> str:
     metric_of = task_metrics(exp)
     head = ["variant", "precision", *(f"{t} {m}" for t, m in metric_of.items())]
     head += [
@@ -163,11 +183,9 @@ def render_table(exp: Any, rows: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _train_configs(exp: Any, names: Iterable[str]) -> dict[str, Any]:
+def _train_configs(exp: ExperimentConfig, names: Iterable[str]) -> dict[str, TrainConfig]:
     """Each named variant's run config (variants the experiment no longer has are left out)."""
-    from mtst.experiment_config import variant_config
-
-    out: dict[str, Any] = {}
+    out: dict[str, TrainConfig] = {}
     for name in names:
         try:
             out[name] = variant_config(exp, exp.variant(name))
@@ -176,7 +194,7 @@ def _train_configs(exp: Any, names: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def _same_train_data(configs: Mapping[str, Any], a: str, b: str, task: str) -> bool:
+def _same_train_data(configs: Mapping[str, TrainConfig], a: str, b: str, task: str) -> bool:
     """Whether ``task`` trains on the same data (file, columns, limit, seed) in variants a and b."""
     if a not in configs or b not in configs:
         return True  # rows without a config (an older results.json): compare as before
@@ -186,7 +204,7 @@ def _same_train_data(configs: Mapping[str, Any], a: str, b: str, task: str) -> b
         return False
 
 
-def comparisons(exp: Any, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+def comparisons(exp: ExperimentConfig, rows: Sequence[Mapping[str, Any]]) -> list[str]:
     """Differences the table implies, computed (test split, fp32 unless said)."""
     out: list[str] = []
     fp32 = {r["variant"]: r for r in rows if r["precision"] == "fp32"}
@@ -215,7 +233,7 @@ def comparisons(exp: Any, rows: Sequence[Mapping[str, Any]]) -> list[str]:
     return out
 
 
-def render_markdown(exp: Any, report: Mapping[str, Any]) -> str:
+def render_markdown(exp: ExperimentConfig, report: Mapping[str, Any]) -> str:
     import yaml
 
     rows = report["rows"]
@@ -278,16 +296,12 @@ def render_markdown(exp: Any, report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_validation(
-    exp: Any, variants: Sequence[Any], models: Mapping[str, Sequence[Any]], out: Path
-) -> dict[str, str]:
+def plot_validation(exp: ExperimentConfig, outcome: Outcome, out: Path) -> dict[str, str]:
     """One PNG per task: its validation metric vs step, a line per variant. Returns task -> relative path."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from mtst.experiment import model_dir
 
     metric_of = task_metrics(exp)
     (out / "plots").mkdir(exist_ok=True)
@@ -295,8 +309,8 @@ def plot_validation(
     for task, metric in metric_of.items():
         fig, ax = plt.subplots(figsize=(8, 4.5))
         drawn = 0
-        for v in variants:
-            for p in models[v.name]:
+        for v in outcome.variants:
+            for p in outcome.models[v.name]:
                 if task not in p.tasks:
                     continue
                 steps, values = [], []
@@ -344,19 +358,11 @@ def system_info() -> dict[str, Any]:
     return info
 
 
-def write_report(
-    exp: Any,
-    variants: Sequence[Any],
-    models: Mapping[str, Sequence[Any]],
-    final: Any,
-    out: Path,
-    *,
-    state: Mapping[str, Any],
-    failed: Mapping[str, str],
-) -> dict[str, Any]:
-    rows = build_rows(exp, variants, models, final, out)
-    plots = plot_validation(exp, variants, models, out)
-    inv = state["invocations"]
+def write_report(exp: ExperimentConfig, out: Path, outcome: Outcome) -> dict[str, Any]:
+    """``results.json``, ``results.md`` and the validation plots of an experiment in ``out``."""
+    rows = build_rows(exp, outcome, out)
+    plots = plot_validation(exp, outcome, out)
+    inv = outcome.state["invocations"]
     report = {
         "experiment": exp.name,
         "config_file": str(exp.path),
@@ -368,10 +374,10 @@ def write_report(
         "tasks": {t: {"metric": m} for t, m in task_metrics(exp).items()},
         "rows": rows,
         "comparisons": comparisons(exp, rows),
-        "test": final.test,
-        "latency": final.latency,
+        "test": outcome.final.test,
+        "latency": outcome.final.latency,
         "plots": plots,
-        "failed": dict(failed),
+        "failed": dict(outcome.failed),
     }
     atomic_write_json(out / "results.json", report)
     atomic_write_text(out / "results.md", render_markdown(exp, report))
