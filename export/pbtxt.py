@@ -45,7 +45,7 @@ def _fields(message: Mapping[str, Any], indent: int) -> list[str]:
             continue
         if isinstance(value, Mapping):
             lines += [f"{pad}{key} {{", *_fields(value, indent + 1), f"{pad}}}"]
-        elif isinstance(value, Sequence) and not isinstance(value, str):
+        elif isinstance(value, Sequence) and not isinstance(value, (str, bytes, bytearray)):
             if all(not isinstance(v, Mapping) for v in value):
                 lines.append(f"{pad}{key}: [ {', '.join(_scalar(v) for v in value)} ]")
             else:
