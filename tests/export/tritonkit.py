@@ -64,7 +64,8 @@ def run_ensemble(
 def assert_ensemble_matches(
     engine: Engine, texts: Sequence[str], outputs: Mapping[str, np.ndarray], *, atol: float = 1e-5
 ) -> None:
-    """Ensemble outputs (logits) decoded as the engine decodes them equal the engine's answers."""
+    """Ensemble outputs equal the engine's: embeddings within ``atol``, logits within ``atol`` + 1e-5
+    relative (they reach ~10), entities decoded from them the same spans."""
     local = engine.predict(list(texts), return_embedding=True, return_logits=True)
     np.testing.assert_allclose(outputs["embedding"], np.stack([p.embedding for p in local]), atol=atol)
     lengths = outputs["attention_mask"].sum(axis=1)
@@ -73,10 +74,10 @@ def assert_ensemble_matches(
         for i, p in enumerate(local):
             want = p.heads[name]
             if isinstance(want, SentenceLabel):
-                np.testing.assert_allclose(lg[i], p.logits[name], atol=atol)  # type: ignore[index]
+                np.testing.assert_allclose(lg[i], p.logits[name], rtol=1e-5, atol=atol)  # type: ignore[index]
                 continue
             k = int(lengths[i])
-            np.testing.assert_allclose(lg[i, :k], p.logits[name], atol=atol)  # type: ignore[index]
+            np.testing.assert_allclose(lg[i, :k], p.logits[name], rtol=1e-5, atol=atol)  # type: ignore[index]
             word_ids = [None if w < 0 else int(w) for w in outputs["word_ids"][i, :k]]
             offsets = [tuple(int(x) for x in o) for o in outputs["offsets"][i, :k]]
             got = decode_tokens(texts[i], lg[i, :k], word_ids, offsets, head.labels)  # type: ignore[arg-type]
