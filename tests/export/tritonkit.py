@@ -15,6 +15,8 @@ import pytest
 from mtst.runtime import Engine, Prediction, SentenceLabel, TokenEntities
 from mtst.runtime.results import decode_tokens
 
+LOGIT_ATOL = 1e-4
+
 
 def need(module: str) -> Any:
     """Import ``module``; in CI a missing one fails the test, elsewhere it skips it."""
@@ -64,8 +66,9 @@ def run_ensemble(
 def assert_ensemble_matches(
     engine: Engine, texts: Sequence[str], outputs: Mapping[str, np.ndarray], *, atol: float = 1e-5
 ) -> None:
-    """Ensemble outputs equal the engine's: embeddings within ``atol``, logits within ``atol`` + 1e-5
-    relative (they reach ~10), entities decoded from them the same spans."""
+    """Ensemble outputs equal the engine's: embeddings within ``atol``, the same entity spans decoded
+    from the logits, and logits within ``LOGIT_ATOL`` (they are not normalized: values up to ~10, and
+    another padding of the batch moves them by ~1e-5)."""
     local = engine.predict(list(texts), return_embedding=True, return_logits=True)
     np.testing.assert_allclose(outputs["embedding"], np.stack([p.embedding for p in local]), atol=atol)
     lengths = outputs["attention_mask"].sum(axis=1)
@@ -74,10 +77,10 @@ def assert_ensemble_matches(
         for i, p in enumerate(local):
             want = p.heads[name]
             if isinstance(want, SentenceLabel):
-                np.testing.assert_allclose(lg[i], p.logits[name], rtol=1e-5, atol=atol)  # type: ignore[index]
+                np.testing.assert_allclose(lg[i], p.logits[name], atol=LOGIT_ATOL)  # type: ignore[index]
                 continue
             k = int(lengths[i])
-            np.testing.assert_allclose(lg[i, :k], p.logits[name], rtol=1e-5, atol=atol)  # type: ignore[index]
+            np.testing.assert_allclose(lg[i, :k], p.logits[name], atol=LOGIT_ATOL)  # type: ignore[index]
             word_ids = [None if w < 0 else int(w) for w in outputs["word_ids"][i, :k]]
             offsets = [tuple(int(x) for x in o) for o in outputs["offsets"][i, :k]]
             got = decode_tokens(texts[i], lg[i, :k], word_ids, offsets, head.labels)  # type: ignore[arg-type]
