@@ -59,10 +59,27 @@ def triton_options(f: Callable[..., Any]) -> Callable[..., Any]:
                 is_flag=True,
                 help="--format triton: TensorRT accelerator (fp16, engine cache) on <name>_onnx (GPU).",
             ),
+            click.option(
+                "--triton-param",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="--format triton: a parameter of the text model's config.pbtxt, e.g. "
+                "min_entity_score=0.5 or intra_op_threads=1 (docs/deploy.md lists them).",
+            ),
         ]
     ):
         f = option(f)
     return f
+
+
+def _key_values(values: tuple[str, ...]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{v!r}: expected KEY=VALUE", param_hint="--triton-param")
+        out[key.strip()] = value.strip()
+    return out
 
 
 def triton_export(
@@ -92,6 +109,7 @@ def triton_export(
         dynamic_batching=not triton["no_dynamic_batching"],
         queue_delay_us=triton["queue_delay_us"],
         tensorrt=triton["tensorrt"],
+        text_parameters=_key_values(triton["triton_param"]),
     )
     overwrite = bundle_options.pop("overwrite")
     if checkpoint is None:

@@ -305,10 +305,12 @@ def test_cli_from_checkpoint_and_from_bundle(
     load_bundle(tmp_path / "a" / "ner-intent" / "1" / "bundle", verify=True)
 
     args = ["-o", str(tmp_path / "b"), "--format", "triton", "--from-bundle", str(tiny_bundle)]
-    result = CliRunner().invoke(main, [*args, "--no-dynamic-batching", "--triton-instances", "3"])
+    extra = ["--no-dynamic-batching", "--triton-instances", "3", "--triton-param", "min_entity_score=0.5"]
+    result = CliRunner().invoke(main, [*args, *extra])
     assert result.exit_code == 0, result.output
     c = parse_config(tmp_path / "b" / "mtst" / "config.pbtxt")
     assert not c.HasField("dynamic_batching") and c.instance_group[0].count == 3
+    assert c.parameters["min_entity_score"].string_value == "0.5"
     result = CliRunner().invoke(main, [*args, "--overwrite", "--triton-device", "gpu", "--tensorrt"])
     assert result.exit_code == 0, result.output
     assert parse_config(tmp_path / "b" / "mtst_onnx" / "config.pbtxt").optimization.execution_accelerators
@@ -326,6 +328,14 @@ def test_cli_from_checkpoint_and_from_bundle(
         (["-o", "x", "--format", "triton", "--from-bundle", "b", "--quantize", "int8"], "with --from-bundle"),
         (["-o", "x"], "Missing argument 'CHECKPOINT'"),
         (["-o", "x", "--format", "triton", "--from-bundle", "b", "--tensorrt"], "runs on GPU instances"),
+        (
+            ["-o", "x", "--format", "triton", "--from-bundle", "b", "--triton-param", "x"],
+            "expected KEY=VALUE",
+        ),
+        (
+            ["-o", "x", "--format", "triton", "--from-bundle", "b", "--triton-param", "threads=2"],
+            "text_parameters: ['threads'] are not known",
+        ),
     ],
 )
 def test_cli_usage_errors(args: list[str], message: str) -> None:
