@@ -166,7 +166,10 @@ class LocalTritonServer:
         log_dir = self._log_dir or work
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / "tritonserver.log"
-        self.http_port, self.grpc_port = free_port(), free_port()
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        while self.grpc_port == self.http_port:
+            self.grpc_port = free_port()
         cmd = [
             str(self.environment.server_binary),
             f"--model-repository={self.repository}",
