@@ -9,7 +9,8 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    "module", ["mtst", "mtst.runtime", "mtst.runtime.manifest", "mtst.runtime.decode", "mtst.runtime.triton_io"]
+    "module",
+    ["mtst", "mtst.runtime", "mtst.runtime.manifest", "mtst.runtime.decode", "mtst.runtime.triton_io"],
 )
 def test_import_does_not_pull_torch(module: str) -> None:
     code = (
