@@ -36,8 +36,10 @@ from typing import Any
 
 from mtst.errors import ConfigError
 from mtst.runtime.bundle import Bundle, hash_file, load_bundle
+from mtst.runtime.engine import choose_variant
 from mtst.runtime.fsutil import atomic_directory, atomic_write_json, atomic_write_text
-from mtst.runtime.manifest import MANIFEST_NAME
+from mtst.runtime.manifest import MANIFEST_NAME, parse_precision
+from mtst.runtime.providers import Provider
 from mtst.runtime.triton_io import (
     TEXT,
     TEXT_MODEL_PARAMETERS,
@@ -197,6 +199,8 @@ def _write_text_model(model_dir: Path, b: Bundle, opts: TritonOptions) -> None:
     params["providers"] = "cuda,cpu" if opts.device is Device.GPU else "cpu"
     params.update(opts.text_parameters)
     params["manifest_sha256"] = hash_file(b.root / MANIFEST_NAME)
+    if params["precision"]:  # fail here, not when the server loads the model
+        choose_variant(b, Provider.CPU, precision=parse_precision(params["precision"], "precision"))
     config = model_config(
         model_dir.name,
         opts,
