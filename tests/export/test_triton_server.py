@@ -30,7 +30,7 @@ CHUNKS = (1, 3, 8, 2, 5, 1, 16, 4, 7)  # texts per request, in turn
 IN_FLIGHT = 8
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # session scope: set up (or skipped) before the slow session fixtures
 def server_env() -> ServerEnvironment:
     try:
         return ServerEnvironment.find()
@@ -122,7 +122,7 @@ def _grpc_round(url: str, texts: list[str], spans: list[tuple[int, int]], names:
 
 
 def test_served_answers_equal_the_local_engine(
-    repo: Path, corpus: list[str], server_env: ServerEnvironment, tmp_path: Path
+    server_env: ServerEnvironment, repo: Path, corpus: list[str], tmp_path: Path
 ) -> None:
     engine = Engine.load(repo / NAME / "1" / "bundle", providers="cpu")
     local = engine.predict(corpus, return_embedding=True)
@@ -180,7 +180,7 @@ def test_served_answers_equal_the_local_engine(
 
 
 def test_tampered_repository_never_becomes_ready(
-    repo: Path, server_env: ServerEnvironment, tmp_path: Path
+    server_env: ServerEnvironment, repo: Path, tmp_path: Path
 ) -> None:
     bad = tmp_path / "repo"
     shutil.copytree(repo / NAME, bad / NAME)
