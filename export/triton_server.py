@@ -30,7 +30,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,13 +254,3 @@ class LocalTritonServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-@contextlib.contextmanager
-def serving(
-    repository: str | Path, *, models: Sequence[str], **kwargs: object
-) -> Iterator[LocalTritonServer]:
-    """A started and ready server, stopped when the block ends (also when it raises)."""
-    with LocalTritonServer(repository, models=models, **kwargs) as server:  # type: ignore[arg-type]
-        server.wait_ready()
-        yield server
