@@ -22,8 +22,18 @@ if [ ! -f "$stamp" ]; then
   # The CPU build of torch lies on disk; pin it here (not for library users) so pip never pulls a CUDA build.
   python -m pip install -q torch==2.13.0
   python -m pip install -q -e ".[dev]" -c .ci/constraints.txt
+  # The Triton server of the serving test (tests/export/test_triton_server.py): nvidia-pytriton's
+  # tritonserver runs the Python-backend model in an environment of its own holding the base install of
+  # mtst, with numpy<2 (the 2.51 Python backend stub garbles string tensors under numpy 2). Only the
+  # package's server binary is used, so it goes in without its (numpy<2) client dependencies.
+  triton_env="$VENV/tritonserver-env"
+  [ -x "$triton_env/bin/python" ] || python3 -m venv "$triton_env"
+  sed 's/^numpy==.*/numpy==1.26.4/' .ci/constraints.txt > "$triton_env/constraints.txt"
+  "$triton_env/bin/python" -m pip install -q -e . -c "$triton_env/constraints.txt"
+  "$triton_env/bin/python" -m pip install -q --no-deps nvidia-pytriton -c "$triton_env/constraints.txt"
   rm -f "$VENV"/.mtst-dev-* && touch "$stamp"
 fi
+export MTST_TRITON_ENV; MTST_TRITON_ENV=$(cd "$VENV/tritonserver-env" && pwd)
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [ -z "${MTST_DATA_ROOT:-}" ]; then
