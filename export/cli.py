@@ -187,7 +187,7 @@ def main(
                 report = export_heads(
                     checkpoint,
                     out,
-                    encoder_from=encoder_from,
+                    encoder_from=encoder_from,  # type: ignore[arg-type]
                     opset=opset,
                     overwrite=overwrite,
                     parity_check=not no_parity_check,
