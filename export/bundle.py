@@ -33,6 +33,8 @@ from mtst.runtime.manifest import (
 )
 from mtst.tasks import TaskKind
 
+from .tokenizer_tables import TABLES_FILE, write_tables
+
 if TYPE_CHECKING:  # pragma: no cover
     from .guard import GuardResult
 
@@ -136,6 +138,7 @@ def write_tokenizer(hf_tokenizer: Any, path: Path) -> Any:
     tok.no_truncation()
     tok.no_padding()
     tok.save(str(path))
+    write_tables(path, path.parent / TABLES_FILE)  # for the C++ runtime (WordPiece tokenizers only)
     return Tokenizer.from_file(str(path))
 
 
@@ -207,6 +210,7 @@ def build_manifest(
         encoder_sha256=encoder_sha256,
         parity=PARITY_FILE if (root / PARITY_FILE).is_file() else None,
         provenance=provenance,
+        tokenizer_tables=TABLES_FILE if tokenizer and (root / TABLES_FILE).is_file() else None,
     )
 
 
