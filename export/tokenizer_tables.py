@@ -13,7 +13,8 @@ a time, what each step of the BERT pipeline does, and writes the answers into th
 - ``nfd``: its canonical decomposition (``NFD``), for the code points that decompose;
 - ``ccc``: canonical combining classes as the library orders them (NFD reorders marks by class);
   written as ranks (1, 2, ...) that keep the library's order, probed pair by pair;
-- ``nonspacing_mark``: what ``strip_accents`` removes after NFD;
+- ``nonspacing_mark``: what BertNormalizer's ``strip_accents`` removes after NFD (the ``StripAccents``
+  normalizer removes more: spacing marks too);
 - ``lowercase``: ``Lowercase`` (one code point may become several);
 - ``split_whitespace`` / ``punctuation``: what ``BertPreTokenizer`` splits on / isolates;
 - ``py_space``: Python's ``str.isspace`` (the runtime's pre-cut of very long texts uses it).
@@ -156,8 +157,11 @@ def build_tables() -> str:
     chinese = bert(clean_text=False, handle_chinese_chars=True, strip_accents=False, lowercase=False)
     cleaned = _string_map(clean.normalize_str, chars, "x")  # clean_text only drops or writes spaces
     padded = _string_map(chinese.normalize_str, chars, "x")  # handle_chinese_chars only adds spaces
+    # strip_accents as BertNormalizer does it (NFD, then drop non-spacing marks); the StripAccents
+    # normalizer drops spacing marks too
+    strip = bert(clean_text=False, handle_chinese_chars=False, strip_accents=True, lowercase=False)
     decomposed = _string_map(normalizers.NFD().normalize_str, chars, _PROBE_SEP)
-    stripped = _string_map(normalizers.StripAccents().normalize_str, chars, _PROBE_SEP)
+    stripped = _string_map(strip.normalize_str, chars, _PROBE_SEP)
     lowered = _string_map(normalizers.Lowercase().normalize_str, chars, _PROBE_SEP)
     space, punct = _pre_tokenizer_classes(chars)
     a = chars.index("a")  # the pre-tokenizer probe's separator, probed on its own
