@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fixtures import add_tables
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "runtime"))  # toybundle
@@ -27,7 +28,9 @@ class CppBuild:
     predict: Path
     tokenize: Path
 
-    def run(self, program: Path, *args: str | Path, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    def run(
+        self, program: Path, *args: str | Path, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run([str(program), *map(str, args)], input=stdin, capture_output=True, timeout=1800)
 
 
@@ -47,22 +50,6 @@ def cpp() -> CppBuild:
     return CppBuild(predict=predict, tokenize=tokenize)
 
 
-def add_tables(bundle: Path) -> Path:
-    """Tokenizer tables written into a hand-made bundle and listed in its manifest, as the export does."""
-    import hashlib
-    import json
-
-    from mtst.export.tokenizer_tables import TABLES_FILE, write_tables
-
-    assert write_tables(bundle / "tokenizer.json", bundle / TABLES_FILE)
-    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-    data = (bundle / TABLES_FILE).read_bytes()
-    manifest["files"][TABLES_FILE] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    manifest["tokenizer_tables"] = TABLES_FILE
-    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    return bundle
-
-
 @pytest.fixture(scope="session")
 def toy_cpp_bundle(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The runtime tests' toy bundle (real MiniLM tokenizer, max_seq_len 32) with tokenizer tables."""
@@ -74,7 +61,9 @@ def toy_cpp_bundle(minilm_path: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(scope="session")
-def minilm_bundles(minilm_path: Path, bench_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def minilm_bundles(
+    minilm_path: Path, bench_corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
     """Real all-MiniLM-L6-v2 with three heads (intent, sentiment, CoNLL NER labels; random heads widened
     like training widens them), exported with fp32 and int8 variants, once single and once split."""
     import torch

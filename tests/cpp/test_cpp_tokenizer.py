@@ -22,7 +22,12 @@ def python_encodings(bundle: Path, texts: list[str]) -> list[dict]:
     for s in range(0, len(texts), 512):
         encs, truncated = tok.encode(texts[s : s + 512])
         out += [
-            {"ids": e.ids, "offsets": [list(o) for o in e.offsets], "word_ids": e.word_ids, "truncated": bool(t)}
+            {
+                "ids": e.ids,
+                "offsets": [list(o) for o in e.offsets],
+                "word_ids": e.word_ids,
+                "truncated": bool(t),
+            }
             for e, t in zip(encs, truncated, strict=True)
         ]
     return out
@@ -60,7 +65,9 @@ def test_every_code_point_alone_and_in_pairs(cpp, toy_cpp_bundle: Path, tmp_path
     cps = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
     texts = [" ".join(cps[i : i + 24]) for i in range(0, len(cps), 24)]
     texts += ["a" + c + "\u0301" + c + "é" + c + "\u1b44" for c in cps[::7]]
-    assert_same(texts, python_encodings(toy_cpp_bundle, texts), cpp_encodings(cpp, toy_cpp_bundle, texts, tmp_path))
+    assert_same(
+        texts, python_encodings(toy_cpp_bundle, texts), cpp_encodings(cpp, toy_cpp_bundle, texts, tmp_path)
+    )
 
 
 @pytest.mark.slow

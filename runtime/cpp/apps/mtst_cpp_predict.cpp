@@ -44,7 +44,8 @@ Options:
                                 float32 .npy array (N, dim).
   --logits                      Include raw logits in JSON output.
   --no-verify                   Skip the sha256 check of the bundle's files.
-  -v, --verbose                 Print the engine (variant, providers) on stderr.
+  -v, --verbose                 Print the engine (variant, providers) and, at the
+                                end, the peak RSS of the process on stderr.
   --version                     Print the versions and exit.
   -h, --help                    Show this message and exit.
 )";
@@ -108,6 +109,14 @@ void emit(const std::vector<mtst::Prediction>& preds, const mtst::PredictOptions
         if (npy) npy->add(p.embedding);
     }
     std::cout << out;
+}
+
+// The process's peak resident set (VmHWM, kB) on Linux; -1 elsewhere.
+long peak_rss_kb() {
+    std::ifstream f("/proc/self/status");
+    for (std::string line; std::getline(f, line);)
+        if (line.rfind("VmHWM:", 0) == 0) return std::stol(line.substr(6));
+    return -1;
 }
 
 int run(int argc, char** argv) {
@@ -192,15 +201,17 @@ int run(int argc, char** argv) {
 
     const mtst::Engine engine = mtst::Engine::load(bundle, lo);
     if (verbose) {
-        std::cerr << "loaded " << engine.bundle_root() << ": variant " << engine.variant() << ", providers [";
-        for (const auto& p : engine.active_providers()) std::cerr << (&p == &engine.active_providers()[0] ? "" : ", ") << p;
-        std::cerr << "]\n";
+        std::string providers_list;
+        for (const auto& p : engine.active_providers()) providers_list += (providers_list.empty() ? "" : ", ") + p;
+        std::cerr << "loaded " << engine.bundle_root() << ": variant " << engine.variant() << ", providers ["
+                  << providers_list << "]\n";
     }
     NpyWriter npy;
     NpyWriter* npy_out = npy_path.empty() ? nullptr : &npy;
     if (!texts.empty()) {
         emit(engine.predict(texts, po), po, json_embedding, npy_out);
         if (npy_out) npy.write(npy_path);
+        if (verbose) std::cerr << "peak RSS " << peak_rss_kb() << " kB\n";
         return 0;
     }
     std::ifstream f;
@@ -222,6 +233,7 @@ int run(int argc, char** argv) {
         done += chunk.size();
     });
     if (npy_out) npy.write(npy_path);
+    if (verbose) std::cerr << "peak RSS " << peak_rss_kb() << " kB\n";
     return 0;
 }
 

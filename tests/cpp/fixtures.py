@@ -1,6 +1,7 @@
-"""Fixtures of the C++ tests (ctest runs this once, before the tests that need it).
+"""Bundles for the C++ tests: tokenizer tables added to hand-made bundles (pytest), and the toy bundles
+and the Python runtime's answers that ctest compares the C++ engine with.
 
-Writes into OUT:
+``python tests/cpp/fixtures.py OUT`` (ctest runs it once, before the tests that need it) writes into OUT:
 
 - ``toy-single/``, ``toy-split/``: the toy bundles of ``tests/runtime/toybundle.py`` (a real ONNX graph
   with the real MiniLM tokenizer, max_seq_len 32) plus the tokenizer tables, like an export writes them;
@@ -9,7 +10,6 @@ Writes into OUT:
   embedding and logits, plus the encoding: ids, offsets, word ids);
 - ``old-bundle/``: the toy bundle without tables (a bundle exported before the C++ runtime).
 
-Usage: python make_fixtures.py OUT
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[3]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "runtime"))
 
 TEXTS = [
@@ -49,24 +49,30 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def add_tables(bundle: Path) -> None:
-    """Write the tokenizer tables into a bundle and list them in its manifest (as the export does)."""
+def add_tables(bundle: Path) -> Path:
+    """Write the tokenizer tables into a hand-made bundle and list them in its manifest (as the export does)."""
     from mtst.export.tokenizer_tables import TABLES_FILE, write_tables
 
-    assert write_tables(bundle / "tokenizer.json", bundle / TABLES_FILE)
+    if not write_tables(bundle / "tokenizer.json", bundle / TABLES_FILE):
+        raise RuntimeError(f"{bundle}: tokenizer.json is not a WordPiece tokenizer the C++ runtime runs")
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-    manifest["files"][TABLES_FILE] = {"sha256": _sha(bundle / TABLES_FILE), "bytes": (bundle / TABLES_FILE).stat().st_size}
+    tables = bundle / TABLES_FILE
+    manifest["files"][TABLES_FILE] = {"sha256": _sha(tables), "bytes": tables.stat().st_size}
     manifest["tokenizer_tables"] = TABLES_FILE
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return bundle
 
 
 def expected(bundle: Path, out: Path) -> None:
     from mtst.runtime.engine import Engine
+    from mtst.runtime.manifest import Manifest
+    from mtst.runtime.tokenize import TextTokenizer
 
-    engine = Engine.load(bundle, providers="cpu")
-    tok = engine._tokenizer
-    assert tok is not None
-    preds = engine.predict(TEXTS, return_embedding=True, return_logits=True)
+    m = Manifest.read(bundle)
+    tok = TextTokenizer.from_file(
+        bundle / m.tokenizer, max_seq_len=m.max_seq_len, pad_token_id=m.pad_token_id, input_names=m.inputs
+    )
+    preds = Engine.load(bundle, providers="cpu").predict(TEXTS, return_embedding=True, return_logits=True)
     encs, truncated = tok.encode(TEXTS)
     with out.open("w", encoding="utf-8") as f:
         for p, e, t in zip(preds, encs, truncated, strict=True):
