@@ -70,8 +70,8 @@ inline int run_all(int argc, char** argv) {
 
 #define CHECK_EQ(a, b)                                                                  \
     do {                                                                                \
-        const auto& check_a_ = (a);                                                     \
-        const auto& check_b_ = (b);                                                     \
+        const auto check_a_ = (a);  /* copies: (a) may be part of a temporary */         \
+        const auto check_b_ = (b);                                                      \
         if (!(check_a_ == check_b_)) {                                                  \
             std::ostringstream check_os_;                                               \
             check_os_ << #a << " == " << #b << "\n    got:  " << check_a_ << "\n    want: " << check_b_; \

@@ -9,6 +9,7 @@
 
 #include "bundle.hpp"
 #include "check.hpp"
+#include "pyformat.hpp"
 
 using mtst::detail::load_bundle;
 using mtst::detail::Manifest;

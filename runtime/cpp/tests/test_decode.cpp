@@ -89,7 +89,7 @@ TEST(text_without_entity_tags_has_no_entities) {
     mtst::Encoding enc;
     enc.word_ids = {-1, 0, -1};
     enc.offsets = {{0, 0}, {0, 2}, {0, 0}};
-    const std::vector<float> logits = {0, 9, 9, 0, 9, 0, 0, 9, 0};  // the special tokens do not count
+    const std::vector<float> logits = {0, 9, 9, 9, 0, 0, 0, 9, 0};  // the special tokens do not count
     CHECK(decode_tokens(text, logits.data(), 3, enc, {"O", "B-PER", "I-PER"}).entities.empty());
 }
 
