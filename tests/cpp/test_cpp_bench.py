@@ -14,5 +14,9 @@ def test_cpp_compare_measures_both_runtimes(cpp, toy_cpp_bundle: Path, bench_cor
     assert report["labels_equal"] == f"{report['corpus_sentences']}/{report['corpus_sentences']}"
     assert report["batch1_ms"]["cpp"]["n"] == report["batch1_ms"]["python"]["n"] == 8
     assert report["process"]["cpp"]["peak_rss_kb"] > 0 and report["process"]["python"]["peak_rss_kb"] > 0
-    assert set(report["sizes_bytes"]["cpp"]) == {"libmtst_runtime.so", "mtst-cpp-predict", "libonnxruntime.so"}
+    assert set(report["sizes_bytes"]["cpp"]) == {
+        "libmtst_runtime.so",
+        "mtst-cpp-predict",
+        "libonnxruntime.so",
+    }
     assert "batch-1 p50 ms: C++" in summary(report)
