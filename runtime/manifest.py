@@ -246,6 +246,9 @@ class Manifest:
     encoder_sha256: str | None = None
     parity: str | None = None  # file name of parity.json
     provenance: dict[str, Any] = field(default_factory=dict)
+    # file name of the tokenizer's Unicode tables for the C++ runtime (mtst.export.tokenizer_tables);
+    # optional: older bundles and non-WordPiece tokenizers have none, and the Python runtime never reads it
+    tokenizer_tables: str | None = None
 
     # ------------------------------------------------------------------ access
     def head(self, name: str) -> HeadInfo:
@@ -281,6 +284,7 @@ class Manifest:
             "encoder_sha256": self.encoder_sha256,
             "parity": self.parity,
             "provenance": self.provenance,
+            **({"tokenizer_tables": self.tokenizer_tables} if self.tokenizer_tables else {}),
         }
 
     def to_json(self) -> str:
@@ -315,7 +319,13 @@ class Manifest:
         parity = d.get("parity")
         if parity is not None:
             check_relative_name(parity, field_name="parity")
-        listed = [*(g for v in variants for g in v.graphs.values()), *(x for x in (tokenizer, parity) if x)]
+        tables = d.get("tokenizer_tables")
+        if tables is not None:
+            check_relative_name(tables, field_name="tokenizer_tables")
+        listed = [
+            *(g for v in variants for g in v.graphs.values()),
+            *(x for x in (tokenizer, parity, tables) if x),
+        ]
         for name in listed:
             if name not in files:
                 raise BundleError(
@@ -339,6 +349,7 @@ class Manifest:
             encoder_sha256=d.get("encoder_sha256"),
             parity=parity,
             provenance=dict(d.get("provenance", {})),
+            tokenizer_tables=tables,
         )
 
     @classmethod
