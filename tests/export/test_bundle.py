@@ -227,6 +227,7 @@ def test_export_hashes_every_file_once(tiny_checkpoint, tmp_path, bench_corpus, 
     out = tmp_path / "b"
     export_bundle(tiny_checkpoint, out, split=True, parity_data=bench_corpus, accuracy_guard=False)
     files = Manifest.read(out).files
-    assert len(files) == 5 and sorted(hashed) == sorted(files)
+    # encoder.onnx, heads.onnx, token_heads.onnx, tokenizer.json, tokenizer.tables.json, parity.json
+    assert len(files) == 6 and sorted(hashed) == sorted(files)
     for name, entry in files.items():
         assert entry.sha256 == real(out / name)
