@@ -34,6 +34,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mtst.errors import ConfigError, DataError, MissingExtraError
 from mtst.runtime.columns import column_names, predictions_table
 from mtst.runtime.engine import Engine
@@ -67,10 +69,17 @@ def _as_table(batch: Any) -> pa.Table:
     if isinstance(batch, pa.Table):
         return batch
     if isinstance(batch, Mapping):  # Ray's "numpy" batch format: column name -> array
-        return pa.table({k: pa.array(list(v) if getattr(v, "dtype", None) == object else v) for k, v in batch.items()})
+        return pa.table(
+            {
+                k: pa.array(v.tolist() if isinstance(v, np.ndarray) and v.dtype.kind == "O" else v)
+                for k, v in batch.items()
+            }
+        )
     if hasattr(batch, "columns") and hasattr(batch, "to_dict"):  # a pandas DataFrame
         return pa.Table.from_pandas(batch, preserve_index=False)
-    raise TypeError(f"batch: expected a pyarrow Table, a pandas DataFrame or a dict of arrays, got {type(batch).__name__}")
+    raise TypeError(
+        f"batch: expected a pyarrow Table, a pandas DataFrame or a dict of arrays, got {type(batch).__name__}"
+    )
 
 
 class Predictor:
@@ -99,7 +108,9 @@ class Predictor:
         self.embedding = bool(embedding)
         self.min_entity_score = min_entity_score
         self.engine.predict([], heads=heads, min_entity_score=min_entity_score)  # checks the options now
-        names = list(self.engine.heads) if heads is None else ([heads] if isinstance(heads, str) else list(heads))
+        names = (
+            list(self.engine.heads) if heads is None else ([heads] if isinstance(heads, str) else list(heads))
+        )
         self.heads = [self.engine.heads[n] for n in dict.fromkeys(names)]
         self.head_names = [h.name for h in self.heads]
         self.columns = column_names(self.heads, embedding=self.embedding)
@@ -300,10 +311,10 @@ def corpus_files(path: str | Path) -> tuple[str, list[Path]]:
         return kind, [p for p in files if FORMATS.get(p.suffix.lower()) == kind]
     if not path.is_file():
         raise DataError(f"{path}: no such file or folder")
-    kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
         raise DataError(f"{path}: unknown input format {path.suffix!r} (expected one of {sorted(FORMATS)})")
-    return kind, [path]
+    return fmt, [path]
 
 
 def count_rows(kind: str, files: Sequence[Path]) -> int:

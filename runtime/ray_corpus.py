@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtst.errors import DataError, MtstError
-from mtst.runtime.ray import corpus_files, count_rows, predict_dataset, read_corpus  # first: names the extra
+from mtst.errors import DataError, MissingExtraError, MtstError
+from mtst.runtime.ray import corpus_files, count_rows, predict_dataset, read_corpus
 
-import pyarrow as pa  # noqa: E402  (installed with mtst[ray], checked by the import above)
-import pyarrow.parquet as pq  # noqa: E402
-import ray  # noqa: E402
+try:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import ray
+except ImportError as exc:  # pragma: no cover - mtst.runtime.ray above names the extra first
+    raise MissingExtraError("Ray Data inference needs ray[data]: pip install 'mtst[ray]'") from exc
 
 __all__ = ["CorpusRun", "predict_corpus", "ray_session"]
 
@@ -74,6 +77,16 @@ def ray_session(
         yield
     finally:
         ray.shutdown()
+
+
+class _NoBarNotice(logging.Filter):
+    """Drops Ray Data's notice that its progress bars are off (they are: the driver shows its own)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars disabled")
+
+
+_NO_BAR_NOTICE = _NoBarNotice()
 
 
 def _mtst_cause(exc: BaseException) -> MtstError | None:
@@ -161,6 +174,9 @@ def predict_corpus(
     with ray_session(address, num_cpus=num_cpus, log_to_driver=log_to_driver):
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # one bar, ours, counting rows written
+        if not log_to_driver:  # quiet: not Ray Data's INFO lines on every run, nor its bars notice
+            logging.getLogger("ray.data").setLevel(logging.WARNING)
+            logging.getLogger("ray.data._internal.progress").addFilter(_NO_BAR_NOTICE)
         ds = predict_dataset(
             read_corpus(source, text_column=text_column, rows_per_block=rows_per_batch),
             bundle,
