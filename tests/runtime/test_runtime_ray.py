@@ -285,3 +285,37 @@ def test_mtst_predict_ray_usage(exported_single: Path, tmp_path: Path) -> None:
         "a.csv: unknown input format '.csv' (expected one of ['.jsonl', '.ndjson', '.parquet', '.txt'])"
         in res.output
     )
+
+
+@pytest.mark.slow
+def test_mtst_predict_ray_txt_keeps_every_line(
+    ray_cluster: None, exported_single: Path, tmp_path: Path
+) -> None:
+    """A .txt corpus reads as ``mtst-predict --file`` reads it: BOM and CR dropped, blank lines kept."""
+    src = tmp_path / "lines.txt"
+    src.write_bytes(b"\xef\xbb\xbfFirst line\r\n\r\nThird line, caf\xc3\xa9\nno newline at the end")
+    out = tmp_path / "o.parquet"
+    res = CliRunner().invoke(main, [str(exported_single), "--file", str(src), "--ray", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    texts = ["First line", "", "Third line, café", "no newline at the end"]
+    assert pq.read_table(out).column("text").to_pylist() == texts
+    local = CliRunner().invoke(main, [str(exported_single), "--file", str(src)])
+    assert [json.loads(line)["text"] for line in local.stdout.splitlines()] == texts
+
+    src.write_bytes(b"fine\nalso fine\nbad \xff byte\n")
+    res = CliRunner().invoke(main, [str(exported_single), "--file", str(src), "--ray", "-o", str(out)])
+    assert res.exit_code == 1
+    assert f"{src}:3: not valid UTF-8 (invalid start byte at byte 4)" in res.output
+
+
+def test_runtime_import_pulls_neither_ray_nor_torch() -> None:
+    import subprocess
+
+    code = (
+        "import sys, mtst.runtime\n"
+        "assert 'ray' not in sys.modules and 'pyarrow' not in sys.modules, 'import mtst.runtime pulled ray'\n"
+        "import mtst.runtime.ray, mtst.runtime.ray_corpus\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'onnx') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
