@@ -5,13 +5,15 @@
     python -m mtst.bench.ray_throughput BUNDLE --data corpus.txt --actors 1 --actors 2 --rounds 2 -o ray.json
 
 The corpus (one sentence a line) is read once, written to a scratch .txt file for Ray's read tasks,
-and run (1) through ``Engine.predict`` in this process, the way ``mtst-predict --file`` runs it, and (2)
+and run (1) through ``Engine.predict`` in this process, the way ``mtst-predict --file`` runs it (ONNX
+Runtime's threads) and as ``mtst-bench`` runs it ("1x2": ``intra_op_threads=1, parallel_batches=2``), (2)
 through :func:`mtst.runtime.ray.predict_dataset` on a local cluster started here, for each actor count.
 A Ray round is timed from building the dataset to its last row on the driver: it includes each
 actor's start (process, bundle load) and Ray's scheduling, which is what a user waits for. Rounds
 alternate between the systems; the best round counts (on a shared machine the others measure the
-neighbours). Ray rows also give the rate after the first batch arrived (actors loaded and running). After timing, every Ray row is checked against the local Engine's answer (labels,
-entity spans), and the agreement is reported: fp32 agrees exactly; dynamic int8 quantizes each
+neighbours). Ray rows also give the rate after the first batch arrived (actors loaded and running).
+After timing, every Ray row is checked against the local Engine's answer (labels, entity spans), and
+the agreement is reported: fp32 agrees exactly; dynamic int8 quantizes each
 batch's activations with that batch's range, so a near-tie may flip where Ray batches differently.
 Needs ``mtst[ray]``.
 """
@@ -52,10 +54,12 @@ def measure(
     from mtst.runtime.engine import Engine
     from mtst.runtime.ray import predict_dataset, read_corpus
 
-    engine = Engine.load(bundle, providers="cpu")
+    engine = Engine.load(bundle, providers="cpu")  # mtst-predict's settings
+    tuned = Engine.load(bundle, providers="cpu", intra_op_threads=1, parallel_batches=2)  # mtst-bench's
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # not Ray Data's INFO lines per run
     heads = list(engine.heads)
     engine.predict(texts[:64])  # warm-up: first-run allocations out of the timing
+    tuned.predict(texts[:64])
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.txt"
         corpus.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
@@ -70,6 +74,7 @@ def measure(
             ray.data.DataContext.get_current().enable_progress_bars = False
             seconds: dict[str, list[float]] = {
                 "local Engine": [],
+                "local Engine 1x2": [],
                 **{f"ray {n} actor(s)": [] for n in actors},
             }
             steady: dict[str, list[float]] = {f"ray {n} actor(s)": [] for n in actors}
@@ -80,6 +85,9 @@ def measure(
                 t0 = time.perf_counter()
                 local_preds = engine.predict(texts)
                 seconds["local Engine"].append(time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                tuned.predict(texts)
+                seconds["local Engine 1x2"].append(time.perf_counter() - t0)
                 for n in actors:
                     t0 = time.perf_counter()
                     ds = predict_dataset(
