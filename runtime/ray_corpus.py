@@ -104,7 +104,7 @@ def _mtst_cause(exc: BaseException) -> MtstError | None:
     return None
 
 
-def _write(batches: Iterable[pa.Table], out: Path, bar: Any) -> int:
+def _write(batches: Iterable[pa.Table], out: Path, bar: Any, *, source: str | Path) -> int:
     """Stream ``batches`` into ``out`` (a temporary sibling renamed at the end); the number of rows."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
@@ -127,7 +127,7 @@ def _write(batches: Iterable[pa.Table], out: Path, bar: Any) -> int:
             rows += batch.num_rows
             bar.update(batch.num_rows)
         if writer is None:
-            raise DataError("no texts in the input")
+            raise DataError(f"{source}: no texts")
         writer.close()
         writer = None
         os.replace(tmp, out)
@@ -167,6 +167,8 @@ def predict_corpus(
 
     kind, files = corpus_files(source)
     total = count_rows(kind, files)
+    if total == 0:
+        raise DataError(f"{source}: no texts (the input is empty)")
     out = Path(output)
     if out.suffix.lower() != ".parquet":
         raise DataError(f"{out}: the output is one Parquet file: name it *.parquet")
@@ -192,7 +194,7 @@ def predict_corpus(
         bar = tqdm(total=total, unit="text", file=sys.stderr, disable=not (progress and sys.stderr.isatty()))
         t0 = time.perf_counter()
         try:
-            rows = _write(ds.iter_batches(batch_format="pyarrow", batch_size=None), out, bar)
+            rows = _write(ds.iter_batches(batch_format="pyarrow", batch_size=None), out, bar, source=source)
         except MtstError:
             raise
         except Exception as exc:

@@ -275,16 +275,28 @@ def test_mtst_predict_ray_usage(exported_single: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(main, [str(exported_single), "hello", "--ray"])
     assert res.exit_code == 2
     assert "--ray reads --file PATH and writes --output OUT.parquet" in res.output
+
+    def run(source: Path) -> str:  # errors found before any cluster starts
+        res = CliRunner().invoke(
+            main, [str(exported_single), "--file", str(source), "--ray", "-o", str(tmp_path / "o.parquet")]
+        )
+        assert res.exit_code == 1
+        return res.output
+
     (tmp_path / "a.csv").write_text("text\nhi\n")
-    res = CliRunner().invoke(
-        main,
-        [str(exported_single), "--file", str(tmp_path / "a.csv"), "--ray", "-o", str(tmp_path / "o.parquet")],
-    )
-    assert res.exit_code == 1
     assert (
         "a.csv: unknown input format '.csv' (expected one of ['.jsonl', '.ndjson', '.parquet', '.txt'])"
-        in res.output
+        in run(tmp_path / "a.csv")
     )
+    (tmp_path / "empty.jsonl").write_text("\n\n")
+    assert "empty.jsonl: no texts (the input is empty)" in run(tmp_path / "empty.jsonl")
+    (tmp_path / "mixed").mkdir()
+    (tmp_path / "mixed" / "a.txt").write_text("hi\n")
+    (tmp_path / "mixed" / "b.jsonl").write_text('{"text": "hi"}\n')
+    assert "mixed: files of several formats (['jsonl', 'text']); give one format per run" in run(
+        tmp_path / "mixed"
+    )
+    assert not (tmp_path / "o.parquet").exists()
 
 
 @pytest.mark.slow
