@@ -138,7 +138,7 @@ def measure(
         "rounds": rounds,
         "rows_per_batch": rows_per_batch,
         "cpu_count": os.cpu_count(),
-        "load_average_before": list(os.getloadavg()),
+        "load_average_after": list(os.getloadavg()),  # 1, 5, 15 min: how busy the machine was
         "local_in_chunks_agreement": {
             h: sum(x == y for x, y in zip(mine[h], local[h], strict=True)) / len(texts) for h in heads
         },
