@@ -107,10 +107,10 @@ class Predictor:
         self.text_column = text_column
         self.embedding = bool(embedding)
         self.min_entity_score = min_entity_score
-        self.engine.predict([], heads=heads, min_entity_score=min_entity_score)  # checks the options now
         names = (
             list(self.engine.heads) if heads is None else ([heads] if isinstance(heads, str) else list(heads))
         )
+        self.engine.predict([], heads=names, min_entity_score=min_entity_score)  # checks the options now
         self.heads = [self.engine.heads[n] for n in dict.fromkeys(names)]
         self.head_names = [h.name for h in self.heads]
         self.columns = column_names(self.heads, embedding=self.embedding)

@@ -26,7 +26,7 @@ ray = pytest.importorskip("ray")
 
 from click.testing import CliRunner  # noqa: E402
 
-from mtst.errors import DataError  # noqa: E402
+from mtst.errors import ConfigError, DataError  # noqa: E402
 from mtst.runtime.cli import main  # noqa: E402
 from mtst.runtime.engine import Engine  # noqa: E402
 from mtst.runtime.ray import Predictor, predict_dataset, read_corpus  # noqa: E402
@@ -142,6 +142,10 @@ def test_predictor_takes_numpy_and_pandas_batches(exported_single: Path) -> None
 
 
 def test_predictor_errors_name_the_column(exported_single: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"heads: unknown head\(s\) \['nope'\]; this engine has \['intent', 'ner'\]"
+    ):
+        Predictor(exported_single, heads=iter(["intent", "nope"]), providers="cpu")
     predictor = Predictor(exported_single, providers="cpu")
     with pytest.raises(DataError, match=r"column 'text': not in the input \(it has \['sentence'\]\)"):
         predictor(pa.table({"sentence": ["hi"]}))
