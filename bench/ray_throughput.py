@@ -11,7 +11,8 @@ through :func:`mtst.runtime.ray.predict_dataset` on a local cluster started here
 A Ray round is timed from building the dataset to its last row on the driver: it includes each
 actor's start (process, bundle load) and Ray's scheduling, which is what a user waits for. Rounds
 alternate between the systems; the best round counts (on a shared machine the others measure the
-neighbours). Ray rows also give the rate after the first batch arrived (actors loaded and running).
+neighbours). Ray rows also give the rate after the first batch reached the driver (actors loaded and
+running); it is an upper bound, since batches finished before that count as instant.
 After timing, every Ray row is checked against the local Engine's answer (labels, entity spans), and
 the agreement is reported per head (labels; entity spans scored 0.5 or more): fp32 agrees exactly;
 dynamic int8 quantizes each batch's activations with that batch's range, so a near-tie may flip where
@@ -47,6 +48,63 @@ def _answers(table: Any, heads: list[str]) -> dict[str, list[Any]]:
     return out
 
 
+def _agreement(a: dict[str, list[Any]], b: dict[str, list[Any]]) -> dict[str, float]:
+    """Per head, the share of rows with equal answers."""
+    return {h: sum(x == y for x, y in zip(a[h], b[h], strict=True)) / len(a[h]) for h in a}
+
+
+def _ray_round(
+    corpus: Path, bundle: Path, actors: int, *, rows_per_batch: int, precision: str | None
+) -> tuple[float, float, float, Any]:
+    """One Ray pass: seconds in all, seconds to the first batch, sentences/s after it, the rows."""
+    import pyarrow as pa
+
+    from mtst.runtime.ray import predict_dataset, read_corpus
+
+    t0 = time.perf_counter()
+    ds = predict_dataset(
+        read_corpus(corpus, rows_per_block=rows_per_batch),
+        bundle,
+        actors=actors,
+        rows_per_batch=rows_per_batch,
+        providers="cpu",
+        precision=precision,
+    )
+    batches: list[Any] = []
+    first = 0.0
+    for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        if not batches:
+            first = time.perf_counter()
+        batches.append(b)
+    end = time.perf_counter()
+    table = pa.concat_tables(batches)
+    # after the first batch: actors up and running (what a long corpus sees)
+    return end - t0, first - t0, (table.num_rows - batches[0].num_rows) / (end - first), table
+
+
+def _systems(
+    texts: list[str],
+    seconds: dict[str, list[float]],
+    to_first: dict[str, list[float]],
+    steady: dict[str, list[float]],
+    ray_tables: dict[str, Any],
+    local: dict[str, list[Any]],
+) -> dict[str, Any]:
+    """Per system: sentences/s (best round), every round; for Ray also the start and the agreement."""
+    out: dict[str, Any] = {}
+    for name, secs in seconds.items():
+        entry: dict[str, Any] = {"sentences_per_s": len(texts) / min(secs), "rounds_s": secs}
+        if name in ray_tables:
+            entry["first_batch_s"] = to_first[name]
+            entry["steady_sentences_per_s"] = max(steady[name])
+            table = ray_tables[name]
+            if table.column("text").to_pylist() != texts:  # lost, doubled or reordered rows
+                raise RuntimeError(f"{name}: the rows are not the corpus in input order")
+            entry["agreement_with_local"] = _agreement(_answers(table, list(local)), local)
+        out[name] = entry
+    return out
+
+
 def measure(
     bundle: Path,
     texts: list[str],
@@ -57,12 +115,10 @@ def measure(
     precision: str | None = None,
 ) -> dict[str, Any]:
     """Run the comparison; a JSON-ready dict of sentences/s per system and the Ray-vs-local agreement."""
-    import pyarrow as pa
     import ray
 
     from mtst.runtime.columns import predictions_table
     from mtst.runtime.engine import Engine
-    from mtst.runtime.ray import predict_dataset, read_corpus
 
     engine = Engine.load(bundle, providers="cpu", precision=precision)  # mtst-predict's settings
     tuned = Engine.load(  # mtst-bench's settings
@@ -101,27 +157,13 @@ def measure(
                 tuned.predict(texts)
                 seconds["local Engine 1x2"].append(time.perf_counter() - t0)
                 for n in actors:
-                    t0 = time.perf_counter()
-                    ds = predict_dataset(
-                        read_corpus(corpus, rows_per_block=rows_per_batch),
-                        bundle,
-                        actors=n,
-                        rows_per_batch=rows_per_batch,
-                        providers="cpu",
-                        precision=precision,
+                    total_s, first, rate, table = _ray_round(
+                        corpus, bundle, n, rows_per_batch=rows_per_batch, precision=precision
                     )
-                    batches: list[Any] = []
-                    first = 0.0
-                    for b in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-                        if not batches:
-                            first = time.perf_counter()
-                        batches.append(b)
-                    end = time.perf_counter()
-                    seconds[f"ray {n} actor(s)"].append(end - t0)
-                    # after the first batch: actors up and running (what a long corpus sees)
-                    steady[f"ray {n} actor(s)"].append((len(texts) - batches[0].num_rows) / (end - first))
-                    to_first[f"ray {n} actor(s)"].append(first - t0)
-                    ray_tables[f"ray {n} actor(s)"] = pa.concat_tables(batches)
+                    seconds[f"ray {n} actor(s)"].append(total_s)
+                    to_first[f"ray {n} actor(s)"].append(first)
+                    steady[f"ray {n} actor(s)"].append(rate)
+                    ray_tables[f"ray {n} actor(s)"] = table
         finally:
             ray.shutdown()
     infos = list(engine.heads.values())
@@ -139,24 +181,9 @@ def measure(
         "rows_per_batch": rows_per_batch,
         "cpu_count": os.cpu_count(),
         "load_average_after": list(os.getloadavg()),  # 1, 5, 15 min: how busy the machine was
-        "local_in_chunks_agreement": {
-            h: sum(x == y for x, y in zip(mine[h], local[h], strict=True)) / len(texts) for h in heads
-        },
-        "systems": {},
+        "local_in_chunks_agreement": _agreement(mine, local),
     }
-    for name, secs in seconds.items():
-        entry: dict[str, Any] = {"sentences_per_s": len(texts) / min(secs), "rounds_s": secs}
-        if name in ray_tables:
-            entry["first_batch_s"] = to_first[name]
-            entry["steady_sentences_per_s"] = max(steady[name])
-            table = ray_tables[name]
-            if table.column("text").to_pylist() != texts:  # lost, doubled or reordered rows
-                raise RuntimeError(f"{name}: the rows are not the corpus in input order")
-            theirs = _answers(table, heads)
-            entry["agreement_with_local"] = {
-                h: sum(x == y for x, y in zip(theirs[h], local[h], strict=True)) / len(texts) for h in heads
-            }
-        result["systems"][name] = entry
+    result["systems"] = _systems(texts, seconds, to_first, steady, ray_tables, local)
     return result
 
 
