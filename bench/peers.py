@@ -34,10 +34,14 @@ from .peer_base import (
     PeerFiles,
     PeerKind,
     PeerOptions,
+    PeerUnavailable,
     child_params,
     ort_session_options,
     quiet_libraries,
 )
+from .peer_ct2 import CTranslate2Peer
+from .peer_fastembed import FastEmbedPeer
+from .peer_openvino import OpenVINOPeer
 from .peer_st import SentenceTransformersPeer
 from .reference import TorchReference
 from .systems import Batching, Family, System
@@ -55,6 +59,7 @@ __all__ = [
     "cold_start_specs",
     "missing_modules",
     "parse_compare",
+    "prepare_optimum",
     "prepare_peer_files",
 ]
 
@@ -68,6 +73,16 @@ class Peer(str, Enum):
     OPTIMUM_INT8_PER_TENSOR = "optimum-int8-per-tensor"
     ST_TORCH = "st-torch"
     ST_ONNX = "st-onnx"
+    CT2_INT8 = "ctranslate2-int8"  # the ISA CTranslate2 picks
+    CT2_INT8_BEST_ISA = "ctranslate2-int8-best-isa"  # CT2_FORCE_CPU_ISA = the CPU's widest, own process
+    CT2_FP32 = "ctranslate2-fp32"
+    OPENVINO_FP32 = "openvino-fp32"  # INFERENCE_PRECISION_HINT=f32
+    OPENVINO_DEFAULT = (
+        "openvino-default"  # fp32 IR at OpenVINO's default precision (bf16 where the CPU has it)
+    )
+    OPENVINO_INT8_WEIGHTS = "openvino-int8-weights"
+    OPENVINO_INT8_STATIC = "openvino-int8-static"  # NNCF, calibrated on training sentences
+    FASTEMBED = "fastembed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +221,15 @@ class OptimumPeer:
         )
 
 
+def prepare_optimum(ref: TorchReference, hf_dir: Path, workdir: Path, peer: Peer) -> Path:
+    """The directory of an Optimum peer's export (made once per run): ``model.onnx`` (fp32) or
+    ``model_quantized.onnx``, with the tokenizer."""
+    kind = PEERS[peer]
+    if not isinstance(kind, OptimumPeer):
+        raise ValueError(f"{peer.value} is not an Optimum peer")
+    return _export_optimum(ref, hf_dir, workdir, kind)[0]
+
+
 def _export_optimum(ref: TorchReference, hf_dir: Path, workdir: Path, kind: OptimumPeer) -> tuple[Path, str]:
     """The fp32 export (shared by the int8 peers, made once), then the peer's quantized copy."""
     from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTQuantizer
@@ -218,6 +242,8 @@ def _export_optimum(ref: TorchReference, hf_dir: Path, workdir: Path, kind: Opti
     if kind.per_channel is None:
         return fp32_dir, "model.onnx"
     out = workdir / kind.peer.value
+    if (out / "model_quantized.onnx").is_file():
+        return out, "model_quantized.onnx"
     qconfig = AutoQuantizationConfig.avx2(is_static=False, per_channel=kind.per_channel)
     ORTQuantizer.from_pretrained(str(fp32_dir)).quantize(save_dir=str(out), quantization_config=qconfig)
     ref.tokenizer.save_pretrained(str(out))
@@ -235,6 +261,14 @@ PEERS: dict[Peer, PeerKind] = {
     ),
     Peer.ST_TORCH: SentenceTransformersPeer("st torch", backend="torch"),
     Peer.ST_ONNX: SentenceTransformersPeer("st onnx", backend="onnx"),
+    Peer.CT2_INT8: CTranslate2Peer("ctranslate2 int8", "int8"),
+    Peer.CT2_INT8_BEST_ISA: CTranslate2Peer("ctranslate2 int8 (best ISA forced)", "int8", force_isa=True),
+    Peer.CT2_FP32: CTranslate2Peer("ctranslate2 fp32", "float32"),
+    Peer.OPENVINO_FP32: OpenVINOPeer("openvino fp32", "fp32", precision_hint="f32"),
+    Peer.OPENVINO_DEFAULT: OpenVINOPeer("openvino default precision", "fp32"),
+    Peer.OPENVINO_INT8_WEIGHTS: OpenVINOPeer("openvino int8 weight-only", "int8-weights"),
+    Peer.OPENVINO_INT8_STATIC: OpenVINOPeer("openvino int8 static", "int8-static"),
+    Peer.FASTEMBED: FastEmbedPeer(),
 }
 
 # names accepted by --compare that stand for several peers
@@ -242,6 +276,13 @@ PEER_GROUPS: dict[str, tuple[Peer, ...]] = {
     "optimum": (Peer.OPTIMUM_FP32, Peer.OPTIMUM_INT8, Peer.OPTIMUM_INT8_PER_TENSOR),
     "st": (Peer.ST_TORCH, Peer.ST_ONNX),
     "sentence-transformers": (Peer.ST_TORCH, Peer.ST_ONNX),
+    "ctranslate2": (Peer.CT2_INT8, Peer.CT2_INT8_BEST_ISA, Peer.CT2_FP32),
+    "openvino": (
+        Peer.OPENVINO_FP32,
+        Peer.OPENVINO_DEFAULT,
+        Peer.OPENVINO_INT8_WEIGHTS,
+        Peer.OPENVINO_INT8_STATIC,
+    ),
     "all": tuple(Peer),
 }
 
@@ -317,6 +358,11 @@ def prepare_peer_files(
     for peer in peers:
         try:
             files[peer] = PEERS[peer].prepare(reference, hf_dir, workdir)
+        except PeerUnavailable as exc:
+            if failed is None:
+                raise
+            failed[peer] = str(exc)
+            logger.warning("peer %s: %s", peer.value, exc)
         except Exception as exc:  # a peer library's failure is a result to report, not a reason to stop
             if failed is None:
                 raise
