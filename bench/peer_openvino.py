@@ -42,7 +42,6 @@ _HINT = (
 )
 
 
-@functools.lru_cache(maxsize=1)
 def openvino_python() -> str:
     """The interpreter whose environment has openvino, nncf and optimum-intel (PeerUnavailable if none)."""
     python = os.environ.get(ENV_PYTHON)
@@ -53,18 +52,28 @@ def openvino_python() -> str:
                 f"not installed: openvino, nncf, optimum-intel (an environment of their own: {_HINT})"
             )
         python = sys.executable
-    probe = subprocess.run(
-        [python, "-c", "import openvino, nncf, optimum.intel, mtst.bench.peer_worker"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    problem = _probe(python)
+    if problem:
+        raise PeerUnavailable(f"{ENV_PYTHON}={python}: {problem}; {_HINT}")
+    return python
+
+
+@functools.lru_cache(maxsize=4)
+def _probe(python: str) -> str | None:
+    """Why ``python`` cannot run the OpenVINO peers (None: it can)."""
+    try:
+        probe = subprocess.run(
+            [python, "-c", "import openvino, nncf, optimum.intel, mtst.bench.peer_worker"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        return f"cannot run it ({exc.strerror})"
     if probe.returncode != 0:
         tail = (probe.stderr or "").strip().splitlines()[-1:] or [f"exit {probe.returncode}"]
-        raise PeerUnavailable(
-            f"{ENV_PYTHON}={python}: cannot import openvino/optimum-intel/mtst there ({tail[0]}); {_HINT}"
-        )
-    return python
+        return f"cannot import openvino/optimum-intel/mtst there ({tail[0]})"
+    return None
 
 
 # ---------------------------------------------------------------------------------------------- in the OpenVINO process
@@ -122,7 +131,9 @@ class OpenVINOBackend:
         self.facts: dict[str, Any] = {
             "openvino": openvino.__version__,
             "ov_config": ov_config,
-            "inference_precision": actual.get_type_name() if hasattr(actual, "get_type_name") else str(actual),
+            "inference_precision": actual.get_type_name()
+            if hasattr(actual, "get_type_name")
+            else str(actual),
         }
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
