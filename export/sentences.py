@@ -68,7 +68,7 @@ def export_sentences(
     """The sentences step of a full export: the parity pool (``parity_data``, else the default corpus,
     else the guard's validation sentences) and, for int8-static, calibration sentences
     (``calibration``, else the tasks' training sentences, else the pool's file)."""
-    static = Precision.INT8_STATIC in precisions
+    static = bool({Precision.INT8_STATIC, Precision.INT8_STATIC_CPU} & set(precisions))
     source = Path(parity_data) if parity_data is not None else default_sentence_file(meta)
     if source is not None:
         pool = load_sentences(source, limit=POOL_SIZE)

@@ -82,7 +82,13 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_QUANTIZE = {"fp32": "none", "int8-dynamic": "int8", "fp16": "fp16", "int8-static": "int8-static"}
+_QUANTIZE = {
+    "fp32": "none",
+    "int8-dynamic": "int8-dynamic",
+    "int8-static-cpu": "int8-static-cpu",
+    "fp16": "fp16",
+    "int8-static": "int8-static",
+}
 _TIME = re.compile(r"^\d\d:\d\d:\d\d ")  # mtst-train's log lines start with the time; ours do too
 
 

@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 PRECISIONS = {"fp32": "fp32", "none": "fp32", "int8": "int8-dynamic", "int8-dynamic": "int8-dynamic"}
-PRECISIONS.update({"fp16": "fp16", "int8-static": "int8-static"})
+PRECISIONS.update({"fp16": "fp16", "int8-static": "int8-static", "int8-static-cpu": "int8-static-cpu"})
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 
 

@@ -38,7 +38,7 @@ def test_all_peers_on_the_tiny_checkpoint(
 ) -> None:
     config = BenchConfig(
         bundles=(split_bundle,),
-        precisions=("int8-dynamic",),
+        precisions=("int8-static-cpu",),
         scenarios=(Scenario.REALTIME, Scenario.THROUGHPUT),
         data=bench_corpus,
         checkpoint=bench_checkpoint,
@@ -50,7 +50,7 @@ def test_all_peers_on_the_tiny_checkpoint(
     report = run_benchmark(config).to_dict()
     assert report["skipped"] == []
     systems = {s["name"]: s for s in report["systems"]}
-    assert tuple(systems) == ("mtst int8-dynamic", *PEERS)
+    assert tuple(systems) == ("mtst int8-static-cpu", *PEERS)
     for name in PEERS:
         fid = systems[name]["fidelity"]
         # every peer runs the checkpoint's own encoder weights: fp32 peers match torch fp32 exactly
@@ -78,27 +78,27 @@ def test_all_peers_on_the_tiny_checkpoint(
     fastest = min(PEERS, key=lambda p: lat[p]["latency"]["p50_ms"])
     rt = targets["realtime_p50_vs_fastest_peer"]
     assert rt["value"] == pytest.approx(
-        lat["mtst int8-dynamic"]["latency"]["p50_ms"] / lat[fastest]["latency"]["p50_ms"]
+        lat["mtst int8-static-cpu"]["latency"]["p50_ms"] / lat[fastest]["latency"]["p50_ms"]
     )
     assert rt["against"].startswith(f"fastest peer {fastest}: p50 ")
     assert lat[fastest]["ratio_to_reference"] == pytest.approx(
-        lat[fastest]["latency"]["p50_ms"] / lat["mtst int8-dynamic"]["latency"]["p50_ms"]
+        lat[fastest]["latency"]["p50_ms"] / lat["mtst int8-static-cpu"]["latency"]["p50_ms"]
     )
     best = max(PEERS, key=lambda p: tp[p]["sentences_per_s"])
     thr = targets["throughput_vs_fastest_peer"]
     assert thr["value"] == pytest.approx(
-        tp["mtst int8-dynamic"]["sentences_per_s"] / tp[best]["sentences_per_s"]
+        tp["mtst int8-static-cpu"]["sentences_per_s"] / tp[best]["sentences_per_s"]
     )
     assert thr["passed"] == (thr["value"] >= 2.5)
     # Optimum and torch pad consecutive batches, as their users do; the padding waste says so
     assert (
         tp["optimum int8 per-channel"]["padding_waste"]
-        == tp["mtst int8-dynamic (plain padded batches)"]["padding_waste"]
+        == tp["mtst int8-static-cpu (plain padded batches)"]["padding_waste"]
     )
-    assert tp["optimum int8 per-channel"]["padding_waste"] > tp["mtst int8-dynamic"]["padding_waste"]
+    assert tp["optimum int8 per-channel"]["padding_waste"] > tp["mtst int8-static-cpu"]["padding_waste"]
     # every system, mtst included, also ran the same token-sorted batches (one row each, same padding)
     same = report["scenarios"]["throughput"]["same_sorted_batches"]
-    assert set(same) == {"mtst int8-dynamic", *PEERS}
+    assert set(same) == {"mtst int8-static-cpu", *PEERS}
     assert len({row["padding_waste"] for row in same.values()}) == 1
     assert len({row["n_batches"] for row in same.values()}) == 1
     for row in same.values():
@@ -134,18 +134,20 @@ def test_real_minilm_bundle_with_peers_and_cold_start(
     report = run_benchmark(config).to_dict()
     assert report["reference"]["how"] == "bundle provenance (checkpoint)"
     names = [s["name"] for s in report["systems"]]
-    assert names == ["mtst int8-dynamic", "optimum int8 per-channel", "st onnx"]
+    assert names == ["mtst int8-static-cpu", "optimum int8 per-channel", "st onnx"]
     fid = {s["name"]: s["fidelity"] for s in report["systems"]}
     assert fid["st onnx"]["cos_min"] > 0.9999  # fp32 ONNX of the same weights
-    assert fid["mtst int8-dynamic"]["cos_min"] > 0.95
+    assert fid["mtst int8-static-cpu"]["cos_min"] > 0.95
     cs = report["scenarios"]["cold_start"]
     assert set(cs) == set(names)
-    assert cs["mtst int8-dynamic"]["torch_loaded"] is False
+    assert cs["mtst int8-static-cpu"]["torch_loaded"] is False
     assert cs["optimum int8 per-channel"]["torch_loaded"] is True  # Optimum imports torch
     for c in cs.values():
         assert c["total_s"] > 0 and c["peak_rss_mb"] > 0
-    prof = report["scenarios"]["profile"]["mtst int8-dynamic"]["ops"]["by_op_type"]
-    assert any(o["op"] in ("MatMulInteger", "DynamicQuantizeMatMul", "QAttention") for o in prof)
+    ops = {o["op"] for o in report["scenarios"]["profile"]["mtst int8-static-cpu"]["ops"]["by_op_type"]}
+    # int8 with constant activation scales: no dynamic quantization left in the graph
+    assert {"QAttention", "MatMulIntegerToFloat", "QuantizeLinear"} <= ops
+    assert not ops & {"DynamicQuantizeLinear", "DynamicQuantizeMatMul"}
 
 
 def test_openvino_peers_skipped_with_the_reason(
@@ -155,7 +157,7 @@ def test_openvino_peers_skipped_with_the_reason(
     monkeypatch.setenv(ENV_PYTHON, "/nonexistent/venv-openvino/bin/python")
     config = BenchConfig(
         bundles=(split_bundle,),
-        precisions=("int8-dynamic",),
+        precisions=("int8-static-cpu",),
         scenarios=(Scenario.REALTIME,),
         data=bench_corpus,
         checkpoint=bench_checkpoint,
@@ -165,7 +167,7 @@ def test_openvino_peers_skipped_with_the_reason(
         **tiny_run,
     )
     report = run_benchmark(config).to_dict()
-    assert [s["name"] for s in report["systems"]] == ["mtst int8-dynamic"]
+    assert [s["name"] for s in report["systems"]] == ["mtst int8-static-cpu"]
     skipped = {s["name"]: s["reason"] for s in report["skipped"]}
     assert list(skipped) == [
         "openvino fp32",
@@ -187,7 +189,7 @@ def test_openvino_peers_in_their_own_environment(
 ) -> None:
     config = BenchConfig(
         bundles=(split_bundle,),
-        precisions=("int8-dynamic",),
+        precisions=("int8-static-cpu",),
         scenarios=(Scenario.REALTIME, Scenario.THROUGHPUT),
         data=bench_corpus,
         checkpoint=bench_checkpoint,
@@ -199,7 +201,7 @@ def test_openvino_peers_in_their_own_environment(
     report = run_benchmark(config).to_dict()
     systems = {s["name"]: s for s in report["systems"]}
     assert list(systems) == [
-        "mtst int8-dynamic",
+        "mtst int8-static-cpu",
         "openvino fp32",
         "openvino default precision",
         "openvino int8 weight-only",
