@@ -53,9 +53,9 @@ class FastEmbedPeer:
     needs: tuple[str, ...] = ("torch", "transformers", "optimum.onnxruntime", "fastembed")
 
     def prepare(self, ref: TorchReference, hf_dir: Path, workdir: Path) -> PeerFiles:
-        from .peers import Peer, prepare_optimum
+        from .peer_optimum import export_optimum_fp32
 
-        onnx_dir = prepare_optimum(ref, hf_dir, workdir, Peer.OPTIMUM_FP32)
+        onnx_dir = export_optimum_fp32(ref, hf_dir, workdir)
         out = workdir / "fastembed"
         out.mkdir(exist_ok=True)
         shutil.copyfile(onnx_dir / "model.onnx", out / "model.onnx")

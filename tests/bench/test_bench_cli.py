@@ -124,12 +124,12 @@ def test_missing_peer_library_is_skipped_with_install_hint(
 def test_peer_export_failure_is_skipped_with_the_error(
     bench_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mtst.bench import peers
+    from mtst.bench import peer_optimum, peers
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no ONNX config for this architecture")
 
-    monkeypatch.setattr(peers, "_export_optimum", broken)
+    monkeypatch.setattr(peer_optimum, "_export_optimum", broken)
     ref = peers.TorchReference(bench_checkpoint, threads=1)
     with peers.build_peers(
         ref, peers.parse_compare("torch,optimum-fp32"), threads=1, spinning=False, batch_size=8
