@@ -104,8 +104,10 @@ def dynamic_to_static(model: onnx.ModelProto, batches: Sequence[Batch]) -> onnx.
 
 
 def fuse_integer_to_float(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``MatMulInteger -> Cast -> Mul(Mul(a_scale, b_scale))`` -> one ``MatMulIntegerToFloat``."""
+    """``MatMulInteger -> Cast -> Mul(Mul(a_scale, b_scale)) [-> Add(bias)]`` -> one ``MatMulIntegerToFloat``
+    (the bias folded in when the Add's other input is a constant vector)."""
     producer = {o: n for n in model.graph.node for o in n.output}
+    constants = {i.name: i for i in model.graph.initializer}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -119,12 +121,15 @@ def fuse_integer_to_float(model: onnx.ModelProto) -> onnx.ModelProto:
         if cast is None or mul is None or scales is None or scales.op_type != "Mul":
             continue
         a_scale, b_scale = scales.input
+        inputs, output = [mm.input[0], mm.input[1], a_scale, b_scale, mm.input[2], mm.input[3]], mul.output[0]
+        add = _only(consumers.get(mul.output[0], []), "Add")
+        bias = _bias(add, mul.output[0], constants) if add is not None else None
+        if add is not None and bias is not None:
+            inputs.append(bias)
+            output = add.output[0]
+            drop.add(add.name)
         fused[mm.name] = helper.make_node(
-            "MatMulIntegerToFloat",
-            [mm.input[0], mm.input[1], a_scale, b_scale, mm.input[2], mm.input[3]],
-            [mul.output[0]],
-            name=f"{mm.name}_to_float",
-            domain="com.microsoft",
+            "MatMulIntegerToFloat", inputs, [output], name=f"{mm.name}_to_float", domain="com.microsoft"
         )
         drop |= {cast.name, mul.name}
         if len(consumers[scales.output[0]]) == 1:
@@ -139,6 +144,14 @@ def fuse_integer_to_float(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _only(nodes: Sequence[onnx.NodeProto], op_type: str) -> onnx.NodeProto | None:
     return nodes[0] if len(nodes) == 1 and nodes[0].op_type == op_type else None
+
+
+def _bias(add: onnx.NodeProto, value: str, constants: dict[str, onnx.TensorProto]) -> str | None:
+    """The Add's other input when it is a constant 1-D float vector (a MatMul bias), else None."""
+    other = add.input[1] if add.input[0] == value else add.input[0]
+    t = constants.get(other)
+    ok = t is not None and len(t.dims) == 1 and t.data_type == onnx.TensorProto.FLOAT
+    return other if ok else None
 
 
 def quantize_static_cpu(
