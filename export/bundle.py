@@ -63,6 +63,7 @@ _SUFFIX = {
     Precision.FP32: "",
     Precision.INT8_DYNAMIC: ".int8",
     Precision.INT8_STATIC: ".int8-static",
+    Precision.INT8_STATIC_CPU: ".int8-static-cpu",
     Precision.FP16: ".fp16",
 }
 

@@ -57,15 +57,18 @@ class Precision(str, Enum):
     FP32 = "fp32"
     FP16 = "fp16"
     INT8_DYNAMIC = "int8-dynamic"
-    INT8_STATIC = "int8-static"
+    INT8_STATIC = "int8-static"  # QDQ, for TensorRT
+    INT8_STATIC_CPU = "int8-static-cpu"  # constant activation scales in ORT's CPU int8 ops: batch-invariant
 
 
 # what a person may write for a precision (CLI --quantize/--precision, experiment configs) -> Precision;
-# "none" and "int8" are the short forms of mtst-export's --quantize
+# "none" and "int8" are the short forms of mtst-export's --quantize ("int8": the CPU int8 whose answers do
+# not depend on the rest of the batch)
 PRECISION_ALIASES: dict[str, Precision] = {
     "none": Precision.FP32,
     "fp32": Precision.FP32,
-    "int8": Precision.INT8_DYNAMIC,
+    "int8": Precision.INT8_STATIC_CPU,
+    "int8-static-cpu": Precision.INT8_STATIC_CPU,
     "int8-dynamic": Precision.INT8_DYNAMIC,
     "int8-static": Precision.INT8_STATIC,
     "fp16": Precision.FP16,

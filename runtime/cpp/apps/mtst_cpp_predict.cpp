@@ -29,7 +29,7 @@ Options:
   --allow-fallback              Run on what is available when a named provider is
                                 missing.
   --heads TEXT                  Heads to run (repeat or comma-separate; default: all).
-  --precision [fp32|fp16|int8-dynamic|int8-static]
+  --precision [fp32|fp16|int8-dynamic|int8-static|int8-static-cpu]
                                 Variant precision.
   --layout [single|split]       Variant layout.
   --threads INTEGER             Intra-op threads (0 = ORT's choice).  [default: 0]

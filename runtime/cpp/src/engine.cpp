@@ -97,7 +97,7 @@ Variant choose_variant(const Bundle& b, Provider provider, const std::optional<s
     for (const auto& v : b.manifest.variants) have.push_back(v.key());
     std::vector<Variant> cands = b.manifest.variants;
     const std::vector<std::string> layouts = {"single", "split", "heads"};
-    const std::vector<std::string> precisions = {"fp32", "fp16", "int8-dynamic", "int8-static"};
+    const std::vector<std::string> precisions = {"fp32", "fp16", "int8-dynamic", "int8-static", "int8-static-cpu"};
     if (layout) {
         if (std::find(layouts.begin(), layouts.end(), *layout) == layouts.end())
             throw config_error("layout: " + detail::py_str_repr(*layout) + " is not one of " + detail::py_list(layouts));

@@ -66,7 +66,7 @@ E parse_enum(const ojson& v, const std::vector<std::pair<const char*, E>>& value
 
 const std::vector<std::pair<const char*, Precision>> kPrecisions = {
     {"fp32", Precision::Fp32}, {"fp16", Precision::Fp16}, {"int8-dynamic", Precision::Int8Dynamic},
-    {"int8-static", Precision::Int8Static}};
+    {"int8-static", Precision::Int8Static}, {"int8-static-cpu", Precision::Int8StaticCpu}};
 const std::vector<std::pair<const char*, Layout>> kLayouts = {
     {"single", Layout::Single}, {"split", Layout::Split}, {"heads", Layout::Heads}};
 const std::vector<std::pair<const char*, HeadKind>> kHeadKinds = {{"sentence_classification", HeadKind::Sentence},

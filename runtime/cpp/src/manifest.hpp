@@ -10,7 +10,7 @@
 
 namespace mtst::detail {
 
-enum class Precision { Fp32, Fp16, Int8Dynamic, Int8Static };
+enum class Precision { Fp32, Fp16, Int8Dynamic, Int8Static, Int8StaticCpu };
 enum class Layout { Single, Split, Heads };
 enum class HeadKind { Sentence, Token, Embedding };
 

@@ -19,9 +19,12 @@ const char* ort_name_of(Provider p) {
 
 std::vector<Precision> preference(Provider p) {
     switch (p) {
-        case Provider::CPU: return {Precision::Int8Dynamic, Precision::Fp32, Precision::Int8Static, Precision::Fp16};
-        case Provider::CUDA: return {Precision::Fp16, Precision::Fp32, Precision::Int8Static, Precision::Int8Dynamic};
-        case Provider::TensorRT: return {Precision::Int8Static, Precision::Fp16, Precision::Fp32, Precision::Int8Dynamic};
+        case Provider::CPU:
+            return {Precision::Int8StaticCpu, Precision::Int8Dynamic, Precision::Fp32, Precision::Int8Static, Precision::Fp16};
+        case Provider::CUDA:
+            return {Precision::Fp16, Precision::Fp32, Precision::Int8Static, Precision::Int8StaticCpu, Precision::Int8Dynamic};
+        case Provider::TensorRT:
+            return {Precision::Int8Static, Precision::Fp16, Precision::Fp32, Precision::Int8StaticCpu, Precision::Int8Dynamic};
     }
     return {};
 }

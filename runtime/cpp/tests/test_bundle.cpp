@@ -185,7 +185,7 @@ TEST(manifest_fields_are_checked_with_python_messages) {
     err([](json& m) { m["variants"][0]["layout"] = "bogus"; },
         "manifest.json: variants[0].layout: 'bogus' is not one of ['single', 'split', 'heads']");
     err([](json& m) { m["variants"][0]["precision"] = "int4"; },
-        "manifest.json: variants[0].precision: 'int4' is not one of ['fp32', 'fp16', 'int8-dynamic', 'int8-static']");
+        "manifest.json: variants[0].precision: 'int4' is not one of ['fp32', 'fp16', 'int8-dynamic', 'int8-static', 'int8-static-cpu']");
     err([](json& m) { m["variants"][0]["graphs"] = {{"encoder", "model.onnx"}}; },
         "manifest.json: variants[0].graphs: layout 'single' needs roles ['model'] (optional []), got ['encoder']");
     err([](json& m) { m["variants"] = json::array(); }, "manifest.json: variants: the bundle lists no graph");

@@ -203,7 +203,7 @@ TEST(bundle_providers_and_variants_are_checked) {
     o = cpu();
     o.precision = "int4";
     CHECK_ERROR(mtst::Engine::load(single, o),
-                "precision: 'int4' is not one of ['fp32', 'fp16', 'int8-dynamic', 'int8-static']");
+                "precision: 'int4' is not one of ['fp32', 'fp16', 'int8-dynamic', 'int8-static', 'int8-static-cpu']");
     o = cpu();
     o.providers = {"gpu"};
     CHECK_ERROR(mtst::Engine::load(single, o),

@@ -32,7 +32,7 @@ struct LoadOptions {
     // "auto" or a chain such as {"cuda", "cpu"}; every provider named is required unless allow_fallback
     std::vector<std::string> providers = {"auto"};
     bool allow_fallback = false;
-    std::optional<std::string> precision;  // fp32 | fp16 | int8-dynamic | int8-static (default: by provider)
+    std::optional<std::string> precision;  // fp32 | fp16 | int8-dynamic | int8-static | int8-static-cpu (default: by provider)
     std::optional<std::string> layout;     // single | split (default: split when the bundle has both)
     int intra_op_threads = 0;              // 0: ONNX Runtime's choice
     int inter_op_threads = 0;

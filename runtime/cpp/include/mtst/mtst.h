@@ -44,7 +44,7 @@ typedef enum mtst_status {
 
 /* Load and verify a bundle. options: JSON object with any of
  *   providers (["auto"] | ["cpu"] | ["cuda", "cpu"] ...), allow_fallback (bool), precision
- *   ("fp32" | "fp16" | "int8-dynamic" | "int8-static"), layout ("single" | "split"), intra_op_threads,
+ *   ("fp32" | "fp16" | "int8-dynamic" | "int8-static" | "int8-static-cpu"), layout ("single" | "split"), intra_op_threads,
  *   inter_op_threads, spinning (bool), graph_optimization ("disable" | "basic" | "extended" | "all"),
  *   batch_size, max_batch_tokens (-1 auto, 0 none), parallel_batches, verify (bool).
  * Returns NULL on failure (see *error). */
