@@ -28,21 +28,15 @@ import numpy as np
 from tokenizers import Encoding
 
 from mtst.errors import BundleError, ConfigError, parse_enum
-from mtst.runtime.batching import Batcher, TokenSink, check_positive
+from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, TokenSink, check_positive
 from mtst.runtime.bundle import Bundle, load_bundle
 from mtst.runtime.cache import EmbeddingCache
 from mtst.runtime.manifest import HeadInfo, HeadKind, Layout, Manifest, Precision, Variant
-from mtst.runtime.providers import (
-    GraphOptimization,
-    Provider,
-    ProviderPlan,
-    SessionSettings,
-    resolve_providers,
-)
+from mtst.runtime.providers import GraphOptimization, Provider, SessionSettings, resolve_providers
 from mtst.runtime.results import Prediction, SentenceLabel, decode_sentence, decode_tokens
 from mtst.runtime.runners import EMBEDDING, Runner
 from mtst.runtime.tokenize import TextTokenizer, check_texts
-from mtst.runtime.variants import choose_variant, label_heads, open_swapped_heads, open_variant, swap_variant
+from mtst.runtime.variants import Sessions, choose_variant, open_swapped_heads, open_variant, swap_variant
 
 __all__ = ["AUTO_BATCH_TOKENS", "Engine", "choose_variant"]
 
@@ -50,11 +44,6 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 4096  # texts tokenized at once: bounds memory for huge lists; results stream out in order
 _HEADS_ROWS = 4096  # embeddings per heads.onnx run
-# Padded tokens per batch when the caller leaves it to the engine. On CPU, batches of about 256
-# tokens keep a batch's activations in the core's L2 cache: all-MiniLM-L6-v2 int8 on 2 cores ran the
-# benchmark corpus at 1,560 sentences/s with this bound vs 1,320 with 4096 (32 per batch either
-# way, two batches at a time; fp32: 825 vs 730). GPUs want big batches.
-AUTO_BATCH_TOKENS: dict[Provider, int] = {Provider.CPU: 256, Provider.CUDA: 4096, Provider.TENSORRT: 4096}
 
 
 def _token_sink(
@@ -95,7 +84,7 @@ class _HeadSet:
 
     @classmethod
     def of(cls, bundle: Bundle, runner: Runner) -> _HeadSet:
-        heads = {h.name: h for h in label_heads(bundle.manifest)}
+        heads = {h.name: h for h in bundle.manifest.heads if h.kind is not HeadKind.EMBEDDING}
         sentence = [h for h in heads.values() if h.kind is HeadKind.SENTENCE]
         return cls(
             heads=heads,
@@ -115,8 +104,7 @@ class Engine:
         bundle: Bundle,
         variant: Variant,
         runner: Runner,
-        plan: ProviderPlan,
-        settings: SessionSettings,
+        sessions: Sessions,
         *,
         batch_size: int,
         max_batch_tokens: int | None,
@@ -128,11 +116,11 @@ class Engine:
         )
         self.bundle = bundle
         self.variant = variant
-        self.settings = settings
+        self.settings = sessions.settings
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
         self.parallel_batches = parallel_batches
-        self._plan = plan
+        self._sessions = sessions
         self._swap_lock = threading.Lock()
         self.cache = EmbeddingCache(embedding_cache) if embedding_cache else None
         m = bundle.manifest
@@ -148,13 +136,7 @@ class Engine:
         )
         self._heads = _HeadSet.of(bundle, runner)
         self.active_providers: tuple[Provider, ...] = runner.graphs[0].providers
-        logger.info(
-            "loaded %s: variant %s, providers %s, heads %s",
-            bundle.root,
-            variant.key,
-            [p.value for p in self.active_providers],
-            list(self._heads.heads),
-        )
+        logger.info("loaded %r", self)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -209,13 +191,13 @@ class Engine:
         if max_batch_tokens is not None:
             check_positive("max_batch_tokens", max_batch_tokens, ", None or 'auto'")
         b = load_bundle(bundle, verify=verify)
-        variant, runner = open_variant(b, plan, settings, precision=precision, layout=layout)
+        sessions = Sessions(plan, settings)
+        variant, runner = open_variant(b, sessions, precision=precision, layout=layout)
         return cls(
             b,
             variant,
             runner,
-            plan,
-            settings,
+            sessions,
             batch_size=batch_size,
             max_batch_tokens=max_batch_tokens,  # type: ignore[arg-type]  # checked above
             embedding_cache=embedding_cache,
@@ -288,24 +270,7 @@ class Engine:
     def _embed_chunk(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if self.cache is None:
             return self._encode_embeddings(texts)
-        out = np.empty((len(texts), self.embedding_dim), dtype=np.float32)
-        truncated = np.zeros(len(texts), dtype=bool)
-        missing: dict[str, list[int]] = {}
-        for i, t in enumerate(texts):
-            hit = self.cache.get(t)
-            if hit is None:
-                missing.setdefault(t, []).append(i)
-            else:
-                out[i], truncated[i] = hit
-        if missing:
-            todo = list(missing)
-            emb, trunc = self._encode_embeddings(todo)
-            for j, t in enumerate(todo):
-                self.cache.put(t, emb[j], bool(trunc[j]))
-                for i in missing[t]:
-                    out[i] = emb[j]
-                    truncated[i] = trunc[j]
-        return out, truncated
+        return self.cache.through(texts, self._encode_embeddings, self.embedding_dim)
 
     @staticmethod
     def _sentence_logits(runner: Runner, emb: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
@@ -466,7 +431,7 @@ class Engine:
         variant = swap_variant(b, self.bundle, self.variant, self._heads.encoder_sha256)
         with self._swap_lock:
             old = self._heads
-            runner = open_swapped_heads(old.runner, b, variant, self._plan, self.settings)
+            runner = open_swapped_heads(old.runner, b, variant, self._sessions)
             new = _HeadSet.of(b, runner)
             self._heads = new
         logger.info("heads swapped: %s -> %s (%s)", list(old.heads), list(new.heads), b.root)

@@ -217,7 +217,8 @@ def check_encoder(runner: Runner, inputs: Sequence[str], root: Path) -> None:
 
 
 def check_heads(runner: Runner, variant: Variant, heads: Sequence[HeadInfo], root: Path) -> None:
-    """The graphs of ``variant`` answer every head the manifest names, from the inputs the heads need."""
+    """The graphs of ``variant`` answer every label head of ``heads`` (the manifest's), from the inputs
+    the heads need."""
     sentence = [h.output for h in heads if h.kind is HeadKind.SENTENCE]
     token = [h.output for h in heads if h.kind is HeadKind.TOKEN]
     if isinstance(runner, SingleRunner):

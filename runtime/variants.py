@@ -12,21 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mtst.errors import BundleError, parse_enum
 from mtst.runtime.bundle import Bundle
-from mtst.runtime.manifest import (
-    MANIFEST_NAME,
-    HeadInfo,
-    HeadKind,
-    Layout,
-    Manifest,
-    Precision,
-    Variant,
-    parse_precision,
-)
+from mtst.runtime.manifest import MANIFEST_NAME, HeadKind, Layout, Precision, Variant, parse_precision
 from mtst.runtime.providers import (
     Provider,
     ProviderPlan,
@@ -44,7 +36,7 @@ from mtst.runtime.runners import (
     open_runner,
 )
 
-__all__ = ["choose_variant", "label_heads", "open_swapped_heads", "open_variant", "swap_variant"]
+__all__ = ["Sessions", "choose_variant", "open_swapped_heads", "open_variant", "swap_variant"]
 
 logger = logging.getLogger("mtst.runtime.engine")  # the engine's decisions, logged under its name
 
@@ -81,38 +73,39 @@ def choose_variant(
     return min(cands, key=lambda v: (rank[v.precision], _LAYOUT_ORDER[v.layout]))
 
 
-def label_heads(m: Manifest) -> list[HeadInfo]:
-    """The heads that answer with labels (sentence and token heads), manifest order."""
-    return [h for h in m.heads if h.kind is not HeadKind.EMBEDDING]
+@dataclass(frozen=True, slots=True)
+class Sessions:
+    """How an engine opens its sessions: on the provider plan, with the session settings."""
 
+    plan: ProviderPlan
+    settings: SessionSettings
 
-def _session_opener(root: Path, plan: ProviderPlan, settings: SessionSettings) -> SessionOpener:
-    """Sessions for the graphs of the bundle at ``root``: the encoder with the caller's settings, the
-    heads graphs (a few small matrix products) on one thread each."""
-    heads_settings = dataclasses.replace(settings, intra_op_threads=1, inter_op_threads=1)
+    def opener(self, root: Path) -> SessionOpener:
+        """Sessions for the graphs of the bundle at ``root``: the encoder with the caller's settings,
+        the heads graphs (a few small matrix products) on one thread each."""
+        plan, settings = self.plan, self.settings
+        heads_settings = dataclasses.replace(settings, intra_op_threads=1, inter_op_threads=1)
 
-    def open_session(role: str, path: Path) -> Any:
-        chosen = heads_settings if role in ("heads", "token_heads") else settings
-        return create_session(path, plan, chosen, what=f"{root}: {path.relative_to(root).as_posix()}")
+        def open_session(role: str, path: Path) -> Any:
+            chosen = heads_settings if role in ("heads", "token_heads") else settings
+            return create_session(path, plan, chosen, what=f"{root}: {path.relative_to(root).as_posix()}")
 
-    return open_session
-
-
-def _has_token_heads(m: Manifest) -> bool:
-    return any(h.kind is HeadKind.TOKEN for h in m.heads)
+        return open_session
 
 
 def _open_checked(b: Bundle, variant: Variant, open_session: SessionOpener) -> Runner:
-    runner = open_runner(b.root, variant, open_session, token_heads=_has_token_heads(b.manifest))
-    check_encoder(runner, b.manifest.inputs, b.root)
-    check_heads(runner, variant, label_heads(b.manifest), b.root)
+    m = b.manifest
+    runner = open_runner(
+        b.root, variant, open_session, token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads)
+    )
+    check_encoder(runner, m.inputs, b.root)
+    check_heads(runner, variant, m.heads, b.root)
     return runner
 
 
 def open_variant(
     b: Bundle,
-    plan: ProviderPlan,
-    settings: SessionSettings,
+    sessions: Sessions,
     *,
     precision: Precision | str | None = None,
     layout: Layout | str | None = None,
@@ -122,6 +115,7 @@ def open_variant(
     When ONNX Runtime runs another provider (a fallback the caller allowed) and neither precision nor
     layout was asked for, the sessions of the variant made for the provider that runs replace them.
     """
+    plan = sessions.plan
     variant = choose_variant(b, plan.primary, precision=precision, layout=layout)
     logger.info(
         "bundle %s: picked variant %s for provider %s%s",
@@ -130,7 +124,7 @@ def open_variant(
         plan.primary.value,
         "" if precision is None else " (precision requested)",
     )
-    open_session = _session_opener(b.root, plan, settings)
+    open_session = sessions.opener(b.root)
     runner = _open_checked(b, variant, open_session)
     active = runner.graphs[0].providers
     running = active[0] if active else Provider.CPU
@@ -187,14 +181,15 @@ def swap_variant(b: Bundle, current: Bundle, variant: Variant, encoder_sha256: s
     return min(cands, key=lambda v: (v.precision is not variant.precision, v.precision is not Precision.FP32))
 
 
-def open_swapped_heads(
-    runner: Runner, b: Bundle, variant: Variant, plan: ProviderPlan, settings: SessionSettings
-) -> Runner:
+def open_swapped_heads(runner: Runner, b: Bundle, variant: Variant, sessions: Sessions) -> Runner:
     """``runner``'s encoder with the heads graphs of ``variant`` of ``b``, opened and checked."""
     if not isinstance(runner, SplitRunner):  # pragma: no cover - swap_variant refuses single graphs
         raise BundleError(f"{b.root}: heads can only be swapped into a split engine")
-    open_session = _session_opener(b.root, plan, settings)
-    heads = open_heads(b.root, variant, open_session, token_heads=_has_token_heads(b.manifest))
+    open_session = sessions.opener(b.root)
+    m = b.manifest
+    heads = open_heads(
+        b.root, variant, open_session, token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads)
+    )
     swapped = runner.with_heads(*heads)
-    check_heads(swapped, variant, label_heads(b.manifest), b.root)
+    check_heads(swapped, variant, m.heads, b.root)
     return swapped
