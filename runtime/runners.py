@@ -100,7 +100,7 @@ class SingleRunner:
 
 
 # one step of a split run: a graph and the outputs asked of it
-_Step: TypeAlias = tuple[Graph, list[str]]
+_Step: TypeAlias = tuple[Graph, tuple[str, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +129,8 @@ class SplitRunner:
         steps = self._plans.get(key)
         if steps is None:
             steps = self._plans[key] = self._plan(*key)
+        if len(steps) == 1 and steps[0][1] == key[0]:  # one graph answers all, in order (heads alone)
+            return steps[0][0].run(feeds, outputs)
         values = dict(feeds)
         for graph, names in steps:
             values.update(zip(names, graph.run(values, names), strict=True))
@@ -151,12 +153,12 @@ class SplitRunner:
             if self.encoder is None or not set(encoder) <= set(self.encoder.outputs):
                 have = [*(self.encoder.outputs if self.encoder else ()), *self.heads.outputs, *token_outputs]
                 raise ValueError(f"outputs {encoder} are not outputs of this variant's graphs ({have})")
-            steps.append((self.encoder, encoder))
+            steps.append((self.encoder, tuple(encoder)))
         if sent:
-            steps.append((self.heads, sent))
+            steps.append((self.heads, tuple(sent)))
         if token:
             assert self.token_heads is not None
-            steps.append((self.token_heads, token))
+            steps.append((self.token_heads, tuple(token)))
         return tuple(steps)
 
 
