@@ -427,8 +427,9 @@ class Engine:
         The new bundle is verified and its sessions opened before the switch; the switch itself is one
         reference assignment, so calls already running finish on the old heads and none fails.
         """
-        b = load_bundle(bundle, verify=verify)
-        variant = swap_variant(b, self.bundle, self.variant, self._heads.encoder_sha256)
+        b, variant = swap_variant(
+            bundle, self.bundle, self.variant, self._heads.encoder_sha256, verify=verify
+        )
         with self._swap_lock:
             old = self._heads
             runner = open_swapped_heads(old.runner, b, variant, self._sessions)

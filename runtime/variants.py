@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mtst.errors import BundleError, parse_enum
-from mtst.runtime.bundle import Bundle
+from mtst.runtime.bundle import Bundle, load_bundle
 from mtst.runtime.manifest import MANIFEST_NAME, HeadKind, Layout, Precision, Variant, parse_precision
 from mtst.runtime.providers import (
     Provider,
@@ -36,7 +36,13 @@ from mtst.runtime.runners import (
     open_runner,
 )
 
-__all__ = ["Sessions", "choose_variant", "open_swapped_heads", "open_variant", "swap_variant"]
+__all__ = [
+    "Sessions",
+    "choose_variant",
+    "open_swapped_heads",
+    "open_variant",
+    "swap_variant",
+]
 
 logger = logging.getLogger("mtst.runtime.engine")  # the engine's decisions, logged under its name
 
@@ -142,17 +148,21 @@ def open_variant(
     return variant, runner
 
 
-def swap_variant(b: Bundle, current: Bundle, variant: Variant, encoder_sha256: str | None) -> Variant:
-    """The variant of ``b`` to take heads from, for an engine running ``variant`` of ``current``.
+def swap_variant(
+    path: str | Path, current: Bundle, variant: Variant, encoder_sha256: str | None, *, verify: bool = True
+) -> tuple[Bundle, Variant]:
+    """The bundle at ``path`` (verified) and its variant to take heads from, for an engine running
+    ``variant`` of ``current``.
 
-    BundleError unless the engine is split, ``b`` was built for the same encoder (hash) and
-    embedding size, and ``b`` has a heads-only or split variant (same precision preferred, then fp32).
+    BundleError unless the engine is split, the bundle was built for the same encoder (hash) and
+    embedding size, and it has a heads-only or split variant (same precision preferred, then fp32).
     """
     if variant.layout is Layout.SINGLE:
         raise BundleError(
             f"{current.root}: variant {variant.key} keeps its heads inside model.onnx: "
             f"swap_heads needs an engine loaded from a split bundle"
         )
+    b = load_bundle(path, verify=verify)
     m = b.manifest
     theirs = m.encoder_sha256
     if not theirs:
@@ -178,7 +188,9 @@ def swap_variant(b: Bundle, current: Bundle, variant: Variant, encoder_sha256: s
         raise BundleError(
             f"{b.root}: no heads-only or split variant to take heads from; it has {[v.key for v in m.variants]}"
         )
-    return min(cands, key=lambda v: (v.precision is not variant.precision, v.precision is not Precision.FP32))
+    return b, min(
+        cands, key=lambda v: (v.precision is not variant.precision, v.precision is not Precision.FP32)
+    )
 
 
 def open_swapped_heads(runner: Runner, b: Bundle, variant: Variant, sessions: Sessions) -> Runner:
