@@ -110,8 +110,9 @@ class SplitRunner:
     encoder: Graph | None
     heads: Graph
     token_heads: Graph | None
-    # steps by (outputs, embedding fed, token states fed), planned on first use
-    _plans: dict[tuple[tuple[str, ...], bool, bool], tuple[_Step, ...]] = field(
+    # by (outputs, embedding fed, token states fed), planned on first use: the steps, or the one
+    # graph that answers every output asked, in order (the heads on embeddings)
+    _plans: dict[tuple[tuple[str, ...], bool, bool], Graph | tuple[_Step, ...]] = field(
         default_factory=dict, compare=False, repr=False
     )
     takes_embeddings: ClassVar[bool] = True  # heads.onnx runs on embeddings alone
@@ -126,17 +127,19 @@ class SplitRunner:
 
     def run(self, feeds: Feeds, outputs: Sequence[str]) -> list[np.ndarray]:
         key = (tuple(outputs), EMBEDDING in feeds, TOKEN_STATES in feeds)
-        steps = self._plans.get(key)
-        if steps is None:
-            steps = self._plans[key] = self._plan(*key)
-        if len(steps) == 1 and steps[0][1] == key[0]:  # one graph answers all, in order (heads alone)
-            return steps[0][0].run(feeds, outputs)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = self._plan(*key)
+        if isinstance(plan, Graph):
+            if len(feeds) == len(plan.inputs):  # the feeds are its inputs: hand them over as they are
+                return plan.session.run(outputs, feeds)  # type: ignore[no-any-return]
+            return plan.run(feeds, outputs)
         values = dict(feeds)
-        for graph, names in steps:
+        for graph, names in plan:
             values.update(zip(names, graph.run(values, names), strict=True))
         return [values[o] for o in outputs]
 
-    def _plan(self, outputs: tuple[str, ...], have_emb: bool, have_states: bool) -> tuple[_Step, ...]:
+    def _plan(self, outputs: tuple[str, ...], have_emb: bool, have_states: bool) -> Graph | tuple[_Step, ...]:
         token_outputs = self.token_heads.outputs if self.token_heads is not None else ()
         sent = [o for o in outputs if o in self.heads.outputs]
         token = [o for o in outputs if o in token_outputs]
@@ -159,6 +162,8 @@ class SplitRunner:
         if token:
             assert self.token_heads is not None
             steps.append((self.token_heads, tuple(token)))
+        if len(steps) == 1 and steps[0][1] == outputs:
+            return steps[0][0]
         return tuple(steps)
 
 
