@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -224,51 +224,60 @@ def main(
             batch_size=batch_size,
         )
         logger.info("%r", engine)
-        if texts:
-            preds = engine.predict(
-                list(texts),
+
+        def predict(chunk: list[str]) -> list[Prediction]:
+            return engine.predict(
+                chunk,
                 heads=head_names,
                 return_embedding=embedding,
                 return_logits=logits,
                 min_entity_score=min_entity_score,
             )
-            _emit(preds, fmt, 0, embedding=embedding, logits=logits)
-            return
-        assert file is not None
-        total = None if file == "-" else _count_lines(file)
-        try:
-            stream: IO[bytes] = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
-        except OSError as exc:
-            raise click.BadParameter(f"{file}: {exc.strerror}", param_hint="--file") from None
-        from tqdm import tqdm
 
-        bar = tqdm(total=total, unit="text", file=sys.stderr, disable=not (progress and sys.stderr.isatty()))
-        done = 0
-        try:
-            for chunk in _chunks(_read_lines(stream, "<stdin>" if file == "-" else file), _CHUNK):
-                try:
-                    preds = engine.predict(
-                        chunk,
-                        heads=head_names,
-                        return_embedding=embedding,
-                        return_logits=logits,
-                        min_entity_score=min_entity_score,
-                    )
-                except (ValueError, TypeError) as exc:  # name the line, not the index inside the chunk
-                    raise click.ClickException(
-                        f"{file} (lines {done + 1}..{done + len(chunk)}): {exc}"
-                    ) from None
-                _emit(preds, fmt, done, embedding=embedding, logits=logits)
-                done += len(chunk)
-                bar.update(len(chunk))
-        finally:
-            bar.close()
-            if stream is not sys.stdin.buffer:
-                stream.close()
+        def emit(preds: list[Prediction], start: int) -> None:
+            _emit(preds, fmt, start, embedding=embedding, logits=logits)
+
+        if texts:
+            emit(predict(list(texts)), 0)
+        else:
+            assert file is not None
+            _predict_file(file, predict, emit, progress=progress)
     except MtstError as exc:
         raise click.ClickException(str(exc)) from None
     except (ValueError, TypeError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _predict_file(
+    file: str,
+    predict: Callable[[list[str]], list[Prediction]],
+    emit: Callable[[list[Prediction], int], None],
+    *,
+    progress: bool,
+) -> None:
+    """Predict each line of ``file`` ('-' = stdin) in chunks of _CHUNK lines, emitting as it goes."""
+    total = None if file == "-" else _count_lines(file)
+    try:
+        stream: IO[bytes] = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise click.BadParameter(f"{file}: {exc.strerror}", param_hint="--file") from None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="text", file=sys.stderr, disable=not (progress and sys.stderr.isatty()))
+    done = 0
+    try:
+        for chunk in _chunks(_read_lines(stream, "<stdin>" if file == "-" else file), _CHUNK):
+            try:
+                preds = predict(chunk)
+            except (ValueError, TypeError) as exc:  # name the line, not the index inside the chunk
+                raise click.ClickException(f"{file} (lines {done + 1}..{done + len(chunk)}): {exc}") from None
+            emit(preds, done)
+            done += len(chunk)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if stream is not sys.stdin.buffer:
+            stream.close()
 
 
 if __name__ == "__main__":  # pragma: no cover
