@@ -186,66 +186,85 @@ def main(
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if texts == ("-",) and file is None:
-        texts, file = (), "-"
-    if texts and file is not None:
-        raise click.UsageError("give texts as arguments or --file, not both")
-    if not texts and file is None:
-        raise click.UsageError("nothing to predict: give TEXT arguments, --file F, or --file - for stdin")
+    texts, file = _texts_or_file(texts, file)
     head_names = [h.strip() for spec in heads for h in spec.split(",") if h.strip()] or None
+    engine_options: dict[str, Any] = {
+        "providers": list(providers) or "auto",
+        "allow_fallback": allow_fallback,
+        "precision": precision,
+        "intra_op_threads": threads,
+        "batch_size": batch_size,
+    }
     if ray_address is not None:  # the corpus on a Ray cluster: mtst.runtime.ray_corpus does it all
         if texts or file in (None, "-") or output is None or logits:
             raise click.UsageError(
                 "--ray reads --file PATH and writes --output OUT.parquet (no TEXT, no --logits)"
             )
-        engine_options = {  # intra_op_threads None: the CPUs Ray gives each actor
-            "providers": list(providers) or "auto",
-            "allow_fallback": allow_fallback,
-            "precision": precision,
-            "intra_op_threads": threads or None,
-            "batch_size": batch_size,
-        }
+        engine_options["intra_op_threads"] = threads or None  # None: the CPUs Ray gives each actor
         _predict_on_ray(
             bundle, Path(str(file)), output, address=ray_address, actors=actors, text_column=text_field,
             heads=head_names, embedding=embedding, min_entity_score=min_entity_score, progress=progress,
             log_to_driver=verbose > 0, engine_options=engine_options,
         )  # fmt: skip
         return
-
-    from mtst.runtime.engine import Engine  # after option parsing: --help stays instant
-
+    predict_options = {
+        "heads": head_names,
+        "return_embedding": embedding,
+        "return_logits": logits,
+        "min_entity_score": min_entity_score,
+    }
     try:
-        engine = Engine.load(
-            bundle,
-            providers=list(providers) if providers else "auto",
-            allow_fallback=allow_fallback,
-            precision=precision,
-            intra_op_threads=threads,
-            batch_size=batch_size,
-        )
-        logger.info("%r", engine)
-
-        def predict(chunk: list[str]) -> list[Prediction]:
-            return engine.predict(
-                chunk,
-                heads=head_names,
-                return_embedding=embedding,
-                return_logits=logits,
-                min_entity_score=min_entity_score,
-            )
-
-        def emit(preds: list[Prediction], start: int) -> None:
-            _emit(preds, fmt, start, embedding=embedding, logits=logits)
-
-        if texts:
-            emit(predict(list(texts)), 0)
-        else:
-            assert file is not None
-            _predict_file(file, predict, emit, progress=progress)
+        _predict_here(bundle, texts, file, engine_options, predict_options, fmt=fmt, progress=progress)
     except MtstError as exc:
         raise click.ClickException(str(exc)) from None
     except (ValueError, TypeError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _texts_or_file(texts: tuple[str, ...], file: str | None) -> tuple[tuple[str, ...], str | None]:
+    """The texts to predict: TEXT arguments, or --file (a lone '-' argument means stdin)."""
+    if texts == ("-",) and file is None:
+        return (), "-"
+    if texts and file is not None:
+        raise click.UsageError("give texts as arguments or --file, not both")
+    if not texts and file is None:
+        raise click.UsageError("nothing to predict: give TEXT arguments, --file F, or --file - for stdin")
+    return texts, file
+
+
+def _predict_here(
+    bundle: Path,
+    texts: tuple[str, ...],
+    file: str | None,
+    engine_options: dict[str, Any],
+    predict_options: dict[str, Any],
+    *,
+    fmt: str,
+    progress: bool,
+) -> None:
+    """Load the engine in this process and print the predictions of ``texts`` or ``file``."""
+    from mtst.runtime.engine import Engine  # after option parsing: --help stays instant
+
+    engine = Engine.load(bundle, **engine_options)
+    logger.info("%r", engine)
+
+    def predict(chunk: list[str]) -> list[Prediction]:
+        return engine.predict(chunk, **predict_options)
+
+    def emit(preds: list[Prediction], start: int) -> None:
+        _emit(
+            preds,
+            fmt,
+            start,
+            embedding=predict_options["return_embedding"],
+            logits=predict_options["return_logits"],
+        )
+
+    if texts:
+        emit(predict(list(texts)), 0)
+    else:
+        assert file is not None
+        _predict_file(file, predict, emit, progress=progress)
 
 
 def _predict_file(
