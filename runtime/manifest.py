@@ -261,13 +261,14 @@ class Manifest:
         raise BundleError(f"bundle has no head {name!r}; heads: {[h.name for h in self.heads]}")
 
     def variant(self, precision: Precision | str, layout: Layout | str | None = None) -> Variant:
-        precision = Precision(precision)
+        precision = parse_precision(precision, "precision")
+        lay = None if layout is None else parse_enum(Layout, layout, "layout")
         for v in self.variants:
-            if v.precision is precision and (layout is None or v.layout is Layout(layout)):
+            if v.precision is precision and (lay is None or v.layout is lay):
                 return v
         have = [v.key for v in self.variants]
         raise BundleError(
-            f"bundle has no {precision.value} variant{f' with layout {layout}' if layout else ''}; it has {have}"
+            f"bundle has no {precision.value} variant{f' with layout {lay.value}' if lay else ''}; it has {have}"
         )
 
     # ------------------------------------------------------------------ (de)serialization

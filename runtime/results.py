@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mtst.runtime.decode import Entity, bio_spans, entities_from_words, word_starts
+from mtst.runtime.decode import Entity, bio_spans, entities_from_words, word_chars, word_starts
 
 __all__ = [
     "Entity",
@@ -123,11 +123,14 @@ def decode_tokens(
     word_ids: Sequence[int | None],
     offsets: Sequence[tuple[int, int]],
     labels: Sequence[str],
+    *,
+    min_score: float = 0.0,
 ) -> TokenEntities:
     """Entities of one text from its token logits ``(T, L)`` (T = the text's own token count).
 
     A word's tag is the arg-max at its first sub-token; a text whose words all read as outside
-    returns before any probability is computed.
+    returns before any probability is computed. Entities scored below ``min_score`` (the mean
+    probability of their words' tags) are left out.
     """
     logits = np.asarray(logits)
     tag_ids = logits.argmax(axis=1).tolist()  # (T,) the same arg-max as the softmax's
@@ -143,4 +146,7 @@ def decode_tokens(
     for _, a, b in spans:
         for k in range(a, b):
             scores[k] = _top_probability(logits[firsts[k]].tolist())
-    return TokenEntities(tuple(entities_from_words(text, word_ids, offsets, tags, scores, spans=spans)))
+    found = entities_from_words(
+        text, word_chars(word_ids, offsets), tags, scores, spans=spans, min_score=min_score
+    )
+    return TokenEntities(tuple(found)) if found else _NO_ENTITIES
