@@ -31,7 +31,7 @@ def text_checkpoint(_tiny_model_base, tmp_path_factory: pytest.TempPathFactory) 
     model = copy.deepcopy(_tiny_model_base)
     with torch.no_grad():  # untrained heads have tiny margins: widen them like training does
         for p in model.heads.parameters():
-            p.mul_(20.0)
+            p.mul_(8.0)
     path = tmp_path_factory.mktemp("rel-text-ckpt") / "ckpt"
     model.save_pretrained(path)
     return path
@@ -113,3 +113,33 @@ def bounded(fn: Callable[[], T], seconds: float) -> tuple[T | None, BaseExceptio
     if worker.is_alive():
         raise Hang(f"call still running after {seconds:.0f} s")
     return box.get("result"), box.get("error"), took
+
+
+def answers_match(got: Any, want: Any, *, tol: float = 1e-4) -> str | None:
+    """None when two Predictions say the same: same text, heads, labels and entity spans, scores within
+    ``tol``, embeddings (when both have one) at cosine >= 0.99999; else what differs."""
+    from mtst.runtime.results import SentenceLabel
+
+    if got.text != want.text:
+        return f"text {got.text[:30]!r} != {want.text[:30]!r}"
+    if list(got.heads) != list(want.heads):
+        return f"heads {list(got.heads)} != {list(want.heads)}"
+    for name, a in got.heads.items():
+        b = want.heads[name]
+        if isinstance(a, SentenceLabel):
+            if a.label != b.label or any(abs(a.scores[k] - b.scores[k]) > tol for k in b.scores):
+                return f"{name}: {a.label} {a.scores} != {b.label} {b.scores}"
+        else:
+            spans_a = [(e.start, e.end, e.label) for e in a.entities]
+            spans_b = [(e.start, e.end, e.label) for e in b.entities]
+            if spans_a != spans_b or any(
+                abs(x.score - y.score) > tol for x, y in zip(a.entities, b.entities, strict=True)
+            ):
+                return f"{name}: {a.entities} != {b.entities}"
+    if got.embedding is not None and want.embedding is not None:
+        import numpy as np
+
+        cos = float(np.dot(got.embedding, want.embedding))
+        if cos < 0.99999:
+            return f"embedding cosine {cos:.7f}"
+    return None
