@@ -83,7 +83,7 @@ def other_heads(
 
 
 @pytest.fixture(scope="session")
-def real_sentences(bench_corpus: Path) -> list[str]:
+def bench_corpus_lines(bench_corpus: Path) -> list[str]:
     return [s for s in (line.strip() for line in bench_corpus.read_text("utf-8").splitlines()) if s]
 
 
