@@ -143,3 +143,63 @@ def answers_match(got: Any, want: Any, *, tol: float = 1e-4) -> str | None:
         if cos < 0.99999:
             return f"embedding cosine {cos:.7f}"
     return None
+
+
+@pytest.fixture(scope="session")
+def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An intent CSV (3 labels, 90 rows) and CoNLL NER files (PER/LOC), written once per session."""
+    import csv
+    import random
+
+    root = tmp_path_factory.mktemp("rel-text-data")
+    rng = random.Random(0)
+    intents = {
+        "greet": ["hello there", "hi friend", "good morning", "hey how are you"],
+        "bye": ["goodbye now", "see you later", "bye bye", "talk to you soon"],
+        "thanks": ["thanks a lot", "thank you so much", "many thanks", "I appreciate it"],
+    }
+    rows = [(rng.choice(texts) + rng.choice(["", " please", " Anna"]), label) for label, texts in intents.items() for _ in range(30)]
+    rng.shuffle(rows)
+    with open(root / "intent.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("text", "label"), *rows])
+    names, places = ["Anna", "Bob", "Carla"], ["Berlin", "Paris", "Rome"]
+    for split, n in (("train", 90), ("valid", 30), ("test", 30)):
+        with open(root / f"ner_{split}.txt", "w", encoding="utf-8") as f:
+            f.write("-DOCSTART- -X- -X- O\n\n")
+            for _ in range(n):
+                words = [(rng.choice(names), "B-PER"), ("went", "O"), ("to", "O"), (rng.choice(places), "B-LOC")]
+                f.writelines(f"{w} X X {t}\n" for w, t in words[: rng.randint(2, 4)])
+                f.write("\n")
+    return root
+
+
+def train_config(encoder: Path, data: Path, *, max_steps: int) -> dict[str, Any]:
+    """A tiny two-task run: a log line every step, a checkpoint every 2 steps, dropout and augmentation
+    on (their random state must come back on resume)."""
+    return {
+        "run_id": "kill",
+        "seed": 5,
+        "backbone": str(encoder),
+        "max_seq_len": 32,
+        "data_root": str(data),
+        "log_every": 1,
+        "tasks": [
+            {
+                "name": "intent",
+                "kind": "sentence_classification",
+                "train": "intent.csv",
+                "validation_fraction": 0.2,
+                "augment": [{"name": "word_swap", "prob": 0.5}],
+            },
+            {
+                "name": "ner",
+                "kind": "token_classification",
+                "train": "ner_train.txt",
+                "validation": "ner_valid.txt",
+                "test": "ner_test.txt",
+            },
+        ],
+        "optim": {"batch_size": 8, "max_steps": max_steps, "encoder_lr": 1e-3, "head_lr": 5e-3, "warmup_steps": 2},
+        "eval": {"every_steps": 10},
+        "checkpoint": {"every_steps": 2, "keep_last": 2},
+    }
