@@ -31,6 +31,7 @@ from mtst.errors import BundleError, ConfigError, parse_enum
 from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, TokenSink, check_positive
 from mtst.runtime.bundle import Bundle, load_bundle
 from mtst.runtime.cache import EmbeddingCache
+from mtst.runtime.inputs import check_embeddings
 from mtst.runtime.manifest import (
     BATCH_DEPENDENT,
     HeadInfo,
@@ -102,34 +103,6 @@ class _HeadSet:
             sentence_names=tuple(h.name for h in sentence),
             sentence_outputs=tuple(h.output for h in sentence),
         )
-
-
-def _embeddings_array(embeddings: Any, dim: int) -> np.ndarray:
-    """``embeddings`` as finite float32 ``(N, dim)``; TypeError/ValueError naming what is wrong (the row)."""
-    if isinstance(embeddings, np.ndarray) and embeddings.dtype == np.float32:
-        emb = embeddings
-    else:
-        try:
-            arr = np.asarray(embeddings)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(f"embeddings: expected a float array (N, {dim}), got {exc}") from None
-        if arr.dtype.kind not in "fiu":  # bool, complex, str, object ...: not embeddings
-            raise TypeError(
-                f"embeddings: expected a float array (N, {dim}), got dtype {arr.dtype} "
-                f"({type(embeddings).__name__})"
-            )
-        with np.errstate(over="ignore"):  # values beyond float32 become inf, refused below by row
-            emb = arr.astype(np.float32)
-    if emb.ndim == 1:
-        emb = emb[None, :]
-    if emb.ndim != 2 or emb.shape[1] != dim:
-        shape = np.shape(embeddings)
-        raise ValueError(f"embeddings: expected shape (N, {dim}) or ({dim},), got {shape}")
-    finite = np.isfinite(emb).all(axis=1)
-    if not finite.all():
-        row = int(np.flatnonzero(~finite)[0])
-        raise ValueError(f"embeddings[{row}]: contains NaN or infinity (or a value beyond float32's range)")
-    return emb
 
 
 class Engine:
@@ -444,7 +417,7 @@ class Engine:
             if bad:
                 raise ConfigError(f"heads: {bad} are token heads and need token states: use predict(texts)")
             names, outputs = tuple(h.name for h in sel), tuple(h.output for h in sel)
-        emb = _embeddings_array(embeddings, self.embedding_dim)
+        emb = check_embeddings(embeddings, self.embedding_dim)
         if not outputs or len(emb) == 0:
             return [{} for _ in range(len(emb))]
         logits = self._sentence_logits(hs.runner, emb, outputs)

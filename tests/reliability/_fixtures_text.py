@@ -54,7 +54,9 @@ def text_bundle(text_checkpoint: Path, bench_corpus: Path, tmp_path_factory: pyt
 
 
 @pytest.fixture(scope="session")
-def single_bundle(text_checkpoint: Path, bench_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def single_bundle(
+    text_checkpoint: Path, bench_corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     from mtst.export import export_bundle
 
     out = tmp_path_factory.mktemp("rel-text-single") / "bundle"
@@ -102,7 +104,7 @@ def bounded(fn: Callable[[], T], seconds: float) -> tuple[T | None, BaseExceptio
     def call() -> None:
         try:
             box["result"] = fn()
-        except BaseException as exc:  # noqa: BLE001 - classified by the caller
+        except BaseException as exc:
             box["error"] = exc
 
     t0 = time.perf_counter()
@@ -158,7 +160,11 @@ def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "bye": ["goodbye now", "see you later", "bye bye", "talk to you soon"],
         "thanks": ["thanks a lot", "thank you so much", "many thanks", "I appreciate it"],
     }
-    rows = [(rng.choice(texts) + rng.choice(["", " please", " Anna"]), label) for label, texts in intents.items() for _ in range(30)]
+    rows = [
+        (rng.choice(texts) + rng.choice(["", " please", " Anna"]), label)
+        for label, texts in intents.items()
+        for _ in range(30)
+    ]
     rng.shuffle(rows)
     with open(root / "intent.csv", "w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows([("text", "label"), *rows])
@@ -167,7 +173,12 @@ def train_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         with open(root / f"ner_{split}.txt", "w", encoding="utf-8") as f:
             f.write("-DOCSTART- -X- -X- O\n\n")
             for _ in range(n):
-                words = [(rng.choice(names), "B-PER"), ("went", "O"), ("to", "O"), (rng.choice(places), "B-LOC")]
+                words = [
+                    (rng.choice(names), "B-PER"),
+                    ("went", "O"),
+                    ("to", "O"),
+                    (rng.choice(places), "B-LOC"),
+                ]
                 f.writelines(f"{w} X X {t}\n" for w, t in words[: rng.randint(2, 4)])
                 f.write("\n")
     return root
@@ -199,7 +210,13 @@ def train_config(encoder: Path, data: Path, *, max_steps: int) -> dict[str, Any]
                 "test": "ner_test.txt",
             },
         ],
-        "optim": {"batch_size": 8, "max_steps": max_steps, "encoder_lr": 1e-3, "head_lr": 5e-3, "warmup_steps": 2},
+        "optim": {
+            "batch_size": 8,
+            "max_steps": max_steps,
+            "encoder_lr": 1e-3,
+            "head_lr": 5e-3,
+            "warmup_steps": 2,
+        },
         "eval": {"every_steps": 10},
         "checkpoint": {"every_steps": 2, "keep_last": 2},
     }

@@ -26,7 +26,7 @@ def _child(args: list[str]) -> None:
         main(args, standalone_mode=False)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    except BaseException as exc:  # noqa: BLE001 - the child reports and exits
+    except BaseException as exc:
         print(f"child failed: {exc!r}", file=sys.stderr, flush=True)
         code = 1
     sys.stdout.flush()

@@ -45,7 +45,11 @@ def _requests(sentences: list[str], n: int, seed: int) -> list[Request]:
             out.append(("pfe", (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32), {}))
             continue
         texts = rng.choices(pool, k=rng.randint(1, 6))
-        opts = {"heads": rng.choice(HEAD_CHOICES), "return_embedding": rng.random() < 0.5} if kind == "predict" else {}
+        opts = (
+            {"heads": rng.choice(HEAD_CHOICES), "return_embedding": rng.random() < 0.5}
+            if kind == "predict"
+            else {}
+        )
         out.append((kind, texts, opts))
     return out
 
@@ -89,7 +93,7 @@ def _hammer(engine: Engine, requests: list[Request], swap: Callable[[], None]) -
         try:
             for i in order:
                 results[k][i] = _call(engine, requests[i])
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     def swapper() -> None:
@@ -125,7 +129,9 @@ def test_threads_with_head_swaps_equal_serial(
 
     engine = Engine.load(text_bundle, embedding_cache=cache, **ENGINE)
     heads = [other_heads, text_bundle]
-    results, swaps = _hammer(engine, requests, lambda: engine.swap_heads(heads[engine.heads_source == other_heads]))
+    results, swaps = _hammer(
+        engine, requests, lambda: engine.swap_heads(heads[engine.heads_source == other_heads])
+    )
     outcome: Counter[str] = Counter()
     wrong = []
     for per_thread in results:
@@ -155,7 +161,11 @@ def _alone_vs_batched(engine: Engine, texts: list[str]) -> tuple[float, int, int
     cos, changed, inexact = 1.0, 0, 0
     for s in range(0, len(order), 16):
         idx = order[s : s + 16]
-        for i, p in zip(idx, engine.predict([texts[i] for i in idx], return_embedding=True, return_logits=True), strict=True):
+        for i, p in zip(
+            idx,
+            engine.predict([texts[i] for i in idx], return_embedding=True, return_logits=True),
+            strict=True,
+        ):
             a = alone[i]
             cos = min(cos, float(np.dot(p.embedding, a.embedding)))
             inexact += int(not np.array_equal(p.embedding, a.embedding))
@@ -171,7 +181,9 @@ def test_batch_invariance(text_bundle: Path, bench_corpus_lines: list[str]) -> N
     for precision in ("fp32", "int8-static-cpu", "int8-dynamic"):
         engine = Engine.load(text_bundle, precision=precision, **whole)
         figures[precision] = _alone_vs_batched(engine, texts)
-    print(f"\nbatch invariance over {len(texts)} sentences (min cosine, labels changed, not bit-equal): {figures}")
+    print(
+        f"\nbatch invariance over {len(texts)} sentences (min cosine, labels changed, not bit-equal): {figures}"
+    )
     for precision in ("fp32", "int8-static-cpu"):
         cos, changed, _ = figures[precision]
         assert changed == 0 and cos >= 0.99999, (precision, figures[precision])

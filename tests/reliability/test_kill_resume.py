@@ -49,7 +49,10 @@ def _args(config: Path, out: Path) -> list[str]:
 
 def _fresh_run(config: Path, out: Path, hash_seed: int) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "mtst.cli", *_args(config, out)], env=_env(hash_seed), capture_output=True, timeout=600
+        [sys.executable, "-m", "mtst.cli", *_args(config, out)],
+        env=_env(hash_seed),
+        capture_output=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
 

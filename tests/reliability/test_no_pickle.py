@@ -61,7 +61,7 @@ def _check(marker: Path, what: str, outcome: object) -> str:
 def _try(fn) -> object:
     try:
         return fn()
-    except BaseException as exc:  # noqa: BLE001 - classified by _check
+    except BaseException as exc:
         return exc
 
 
@@ -120,13 +120,25 @@ def test_planted_pickles_are_never_loaded(
     outcomes["mtst-export"] = _check(
         marker,
         "mtst-export",
-        _cli(export_main, [str(ckpt), "--out", str(tmp_path / "exported"), "--no-parity-check", "--no-accuracy-guard", "--no-progress"]),
+        _cli(
+            export_main,
+            [
+                str(ckpt),
+                "--out",
+                str(tmp_path / "exported"),
+                "--no-parity-check",
+                "--no-accuracy-guard",
+                "--no-progress",
+            ],
+        ),
     )
     # a bundle with pickles beside its graphs
     bundle = tmp_path / "bundle"
     shutil.copytree(text_bundle, bundle)
     n += len(plant(bundle, marker))
-    outcomes["Engine.load"] = _check(marker, "Engine.load", _try(lambda: Engine.load(bundle, providers="cpu").predict(["hi"])))
+    outcomes["Engine.load"] = _check(
+        marker, "Engine.load", _try(lambda: Engine.load(bundle, providers="cpu").predict(["hi"]))
+    )
     outcomes["mtst-predict"] = _check(marker, "mtst-predict", _cli(predict_main, [str(bundle), "hello Anna"]))
     print(f"\nno pickle: {n} planted pickles, {len(outcomes)} entry points, none unpickled: {outcomes}")
     assert not marker.exists()

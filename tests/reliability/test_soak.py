@@ -31,8 +31,12 @@ def rss_growth_mb(request: Callable[[int], object], n: int) -> tuple[float, list
     return max(samples[WARM_UP // EVERY :]) - base, samples
 
 
-def test_soak_rss_stays_flat_and_a_planted_leak_is_caught(text_bundle: Path, bench_corpus_lines: list[str]) -> None:
-    engine = Engine.load(text_bundle, providers="cpu", precision="fp32", embedding_cache=256, intra_op_threads=1)
+def test_soak_rss_stays_flat_and_a_planted_leak_is_caught(
+    text_bundle: Path, bench_corpus_lines: list[str]
+) -> None:
+    engine = Engine.load(
+        text_bundle, providers="cpu", precision="fp32", embedding_cache=256, intra_op_threads=1
+    )
     sentences = bench_corpus_lines
     rows = np.eye(32, dtype=np.float32)
 

@@ -46,7 +46,7 @@ def _bad_item(index: int, what: str = "") -> tuple[type[BaseException], str]:
     return (TypeError if what == "type" else ValueError, rf"texts\[{index}\]:")
 
 
-def _texts(rng: random.Random) -> list[Case]:  # noqa: PLR0915 - one list of categories
+def _texts(rng: random.Random) -> list[Case]:
     cases: list[Case] = []
 
     def add(category: str, text: str) -> None:
@@ -127,9 +127,13 @@ def _structural(rng: random.Random, dim: int) -> list[Case]:
         for at in (0, 3):
             texts: list[Any] = ["fine text"] * 5
             texts[at] = item
-            cases.append(Case("wrong-types", "texts", texts, error=(TypeError, rf"texts\[{at}\]: expected str")))
+            cases.append(
+                Case("wrong-types", "texts", texts, error=(TypeError, rf"texts\[{at}\]: expected str"))
+            )
     for container in ["one string", b"bytes", None, 5, 2.5, object()]:
-        cases.append(Case("wrong-types", "texts", container, error=(TypeError, r"texts: expected a list of str")))
+        cases.append(
+            Case("wrong-types", "texts", container, error=(TypeError, r"texts: expected a list of str"))
+        )
     cases.append(Case("wrong-types", "texts", ("a tuple", "of texts")))
     cases.append(Case("wrong-types", "texts", {"dict keys": 0, "of texts": 1}.keys()))
     cases.append(Case("wrong-types", "texts", np.array(["numpy", "strings"])))
@@ -172,7 +176,9 @@ def _embeddings(rng: random.Random, dim: int) -> list[Case]:
     for value in (1e30, 1e10, 1e-40, 0.0):  # finite, odd: an answer (or a row error if it overflows)
         x = unit(3)
         x[1] = value
-        cases.append(Case("bad-embeddings", "pfe", x, error=(ValueError, r"embeddings\[1\]") if value > 1e35 else None))
+        cases.append(
+            Case("bad-embeddings", "pfe", x, error=(ValueError, r"embeddings\[1\]") if value > 1e35 else None)
+        )
     x = unit(3).astype(np.float64)
     x[2, 0] = 1e300  # beyond float32
     cases.append(Case("bad-embeddings", "pfe", x, error=row(2)))
@@ -312,22 +318,27 @@ def _run_case(engine: Engine, case: Case, tally: Tally, *, embed: bool) -> list[
         names = ["intent"] if heads is None else ([heads] if isinstance(heads, str) else list(heads))
         n = 0 if case.error else (len(case.payload) if np.ndim(case.payload) == 2 else 1)
         tally.call(
-            case, "pfe", lambda: engine.predict_from_embeddings(case.payload, **opts), lambda r: _check_pfe(r, n, names)
+            case,
+            "pfe",
+            lambda: engine.predict_from_embeddings(case.payload, **opts),
+            lambda r: _check_pfe(r, n, names),
         )
         return None
     payload = case.payload
     texts = list(payload) if case.error is None else []
     heads = opts.get("heads")
-    names = ["intent", "ner"] if heads is None else list(dict.fromkeys([heads] if isinstance(heads, str) else heads))
+    names = (
+        ["intent", "ner"]
+        if heads is None
+        else list(dict.fromkeys([heads] if isinstance(heads, str) else heads))
+    )
 
     def check(preds: list[Prediction]) -> None:
         assert len(preds) == len(texts), (len(preds), len(texts))
         for p, t in zip(preds, texts, strict=True):
             _check_prediction(p, t, names)
 
-    preds = tally.call(
-        case, "predict", lambda: engine.predict(payload, return_embedding=True, **opts), check
-    )
+    preds = tally.call(case, "predict", lambda: engine.predict(payload, return_embedding=True, **opts), check)
     if embed and case.call == "texts":
         tally.call(case, "embed", lambda: engine.embed(payload), lambda e: _check_embed(e, len(texts)))
     return preds  # type: ignore[no-any-return]
@@ -369,7 +380,9 @@ def test_adversarial_corpus(engines: dict[str, Engine]) -> None:
                 differs = answers_match(got, want)
                 assert differs is None, differs
 
-        tally.call(batch_case, "predict", lambda c=batch_case: split.predict(c.payload, return_embedding=True), same)
+        tally.call(
+            batch_case, "predict", lambda c=batch_case: split.predict(c.payload, return_embedding=True), same
+        )
     calls = sum(tally.outcomes.values())
     print(
         f"\nadversarial text: {len(cases)} cases in {len(categories)} categories, {calls} calls: "

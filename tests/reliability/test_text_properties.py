@@ -30,9 +30,10 @@ SETTINGS = settings(
 ANY_CHAR = st.characters(exclude_categories=())  # surrogates (Cs) too
 TEXT = st.one_of(
     st.text(ANY_CHAR, max_size=40),
-    st.lists(st.sampled_from([" ", "[SEP]", "[CLS]", "[MASK]", "Anna", "Paris", "\u200b", "中", "é", "\x00"]), max_size=60).map(
-        "".join
-    ),
+    st.lists(
+        st.sampled_from([" ", "[SEP]", "[CLS]", "[MASK]", "Anna", "Paris", "\u200b", "中", "é", "\x00"]),
+        max_size=60,
+    ).map("".join),
 )
 
 
