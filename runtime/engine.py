@@ -31,7 +31,16 @@ from mtst.errors import BundleError, ConfigError, parse_enum
 from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, TokenSink, check_positive
 from mtst.runtime.bundle import Bundle, load_bundle
 from mtst.runtime.cache import EmbeddingCache
-from mtst.runtime.manifest import HeadInfo, HeadKind, Layout, Manifest, Precision, Variant
+from mtst.runtime.inputs import check_embeddings
+from mtst.runtime.manifest import (
+    BATCH_DEPENDENT,
+    HeadInfo,
+    HeadKind,
+    Layout,
+    Manifest,
+    Precision,
+    Variant,
+)
 from mtst.runtime.providers import GraphOptimization, Provider, SessionSettings, resolve_providers
 from mtst.runtime.results import Prediction, SentenceLabel, decode_sentence, decode_tokens
 from mtst.runtime.runners import EMBEDDING, Runner
@@ -123,6 +132,9 @@ class Engine:
         self._sessions = sessions
         self._swap_lock = threading.Lock()
         self.cache = EmbeddingCache(embedding_cache) if embedding_cache else None
+        # a batch-dependent precision's cache computes each miss alone: a cached embedding is then the
+        # text's own, not one that depends on whichever batch the text first came in
+        self._cache_alone = variant.precision in BATCH_DEPENDENT
         m = bundle.manifest
         self._tokenizer = (
             TextTokenizer.from_file(
@@ -166,7 +178,8 @@ class Engine:
         named is required unless ``allow_fallback=True`` (ProviderUnavailableError otherwise).
         ``precision``/``layout`` override the automatic choice (see :func:`choose_variant`);
         ``engine.variant`` says what was picked. ``embedding_cache=N`` keeps the embeddings of the
-        last N texts. ``batch_size``/``max_batch_tokens`` bound each length-sorted batch (padded
+        last N texts (on int8-dynamic, whose answers depend on the batch, each text is computed alone
+        for the cache, so that what it hands back does not depend on the request it came in). ``batch_size``/``max_batch_tokens`` bound each length-sorted batch (padded
         tokens; ``"auto"``: :data:`AUTO_BATCH_TOKENS` of the provider, ``None``: no token bound).
 
         ``parallel_batches=N`` runs up to N batches of one request at once, each on its own thread
@@ -267,10 +280,16 @@ class Engine:
         (emb,) = self._batcher.run(tok, self._heads.runner, encs, [(EMBEDDING, self.embedding_dim)])
         return emb, truncated
 
+    def _encode_alone(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_encode_embeddings` one text at a time (the cache of a batch-dependent precision)."""
+        parts = [self._encode_embeddings([t]) for t in texts]
+        return np.concatenate([e for e, _ in parts]), np.concatenate([t for _, t in parts])
+
     def _embed_chunk(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         if self.cache is None:
             return self._encode_embeddings(texts)
-        return self.cache.through(texts, self._encode_embeddings, self.embedding_dim)
+        compute = self._encode_alone if self._cache_alone else self._encode_embeddings
+        return self.cache.through(texts, compute, self.embedding_dim)
 
     @staticmethod
     def _sentence_logits(runner: Runner, emb: np.ndarray, outputs: Sequence[str]) -> list[np.ndarray]:
@@ -398,26 +417,18 @@ class Engine:
             if bad:
                 raise ConfigError(f"heads: {bad} are token heads and need token states: use predict(texts)")
             names, outputs = tuple(h.name for h in sel), tuple(h.output for h in sel)
-        emb = embeddings if isinstance(embeddings, np.ndarray) and embeddings.dtype == np.float32 else None
-        if emb is None:
-            try:
-                emb = np.asarray(embeddings, dtype=np.float32)
-            except (TypeError, ValueError) as exc:
-                raise TypeError(
-                    f"embeddings: expected a float array (N, {self.embedding_dim}), got {exc}"
-                ) from None
-        if emb.ndim == 1:
-            emb = emb[None, :]
-        if emb.ndim != 2 or emb.shape[1] != self.embedding_dim:
-            raise ValueError(
-                f"embeddings: expected shape (N, {self.embedding_dim}) or ({self.embedding_dim},), got {embeddings.shape}"
-            )
+        emb = check_embeddings(embeddings, self.embedding_dim)
         if not outputs or len(emb) == 0:
             return [{} for _ in range(len(emb))]
-        if not np.isfinite(emb).all():
-            bad_rows = np.flatnonzero(~np.isfinite(emb).all(axis=1))
-            raise ValueError(f"embeddings[{int(bad_rows[0])}]: contains NaN or infinity")
         logits = self._sentence_logits(hs.runner, emb, outputs)
+        for name, lg in zip(names, logits, strict=True):
+            bad = ~np.isfinite(lg).all(axis=1)
+            if bad.any():  # finite inputs too large for the heads' float32 arithmetic
+                row = int(np.flatnonzero(bad)[0])
+                raise ValueError(
+                    f"embeddings[{row}]: head {name!r} gives non-finite scores (largest |value| in the row "
+                    f"{float(np.abs(emb[row]).max()):.3g}); expected embeddings like embed()'s (L2 norm 1)"
+                )
         decoded = [decode_sentence(lg, hs.heads[name].labels) for name, lg in zip(names, logits, strict=True)]
         return [dict(zip(names, row, strict=True)) for row in zip(*decoded, strict=True)]
 

@@ -61,6 +61,11 @@ class Precision(str, Enum):
     INT8_STATIC_CPU = "int8-static-cpu"  # constant activation scales in ORT's CPU int8 ops: batch-invariant
 
 
+# precisions whose answers for a text depend on the rest of its batch (int8-dynamic: one activation scale
+# per batch tensor); the engine's embedding cache computes their misses one text at a time
+BATCH_DEPENDENT = frozenset({Precision.INT8_DYNAMIC})
+
+
 # what a person may write for a precision (CLI --quantize/--precision, experiment configs) -> Precision;
 # "none" and "int8" are the short forms of mtst-export's --quantize ("int8": the CPU int8 whose answers do
 # not depend on the rest of the batch)
