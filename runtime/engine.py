@@ -31,7 +31,7 @@ from mtst.errors import BundleError, ConfigError, parse_enum
 from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, TokenSink, check_positive
 from mtst.runtime.bundle import Bundle, load_bundle
 from mtst.runtime.cache import EmbeddingCache
-from mtst.runtime.inputs import check_embeddings
+from mtst.runtime.inputs import check_embeddings, first_nonfinite_row
 from mtst.runtime.manifest import (
     BATCH_DEPENDENT,
     HeadInfo,
@@ -422,9 +422,8 @@ class Engine:
             return [{} for _ in range(len(emb))]
         logits = self._sentence_logits(hs.runner, emb, outputs)
         for name, lg in zip(names, logits, strict=True):
-            bad = ~np.isfinite(lg).all(axis=1)
-            if bad.any():  # finite inputs too large for the heads' float32 arithmetic
-                row = int(np.flatnonzero(bad)[0])
+            row = first_nonfinite_row(lg)
+            if row is not None:  # finite inputs too large for the heads' float32 arithmetic
                 raise ValueError(
                     f"embeddings[{row}]: head {name!r} gives non-finite scores (largest |value| in the row "
                     f"{float(np.abs(emb[row]).max()):.3g}); expected embeddings like embed()'s (L2 norm 1)"
