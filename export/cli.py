@@ -17,6 +17,7 @@ from mtst.runtime.manifest import PRECISION_ALIASES
 
 from .guard import DEFAULT_EVAL_LIMIT, DEFAULT_MAX_METRIC_DROP, DEFAULT_MIN_LABEL_AGREEMENT
 from .onnx import DEFAULT_OPSET
+from .triton_cli import triton_export, triton_options
 
 __all__ = ["main"]
 
@@ -71,8 +72,8 @@ def _eval_data(values: tuple[str, ...]) -> dict[str, str]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("checkpoint", type=click.Path(path_type=Path))
-@_path_option("-o", "--out", "out", required=True, help="Bundle directory to write.")
+@click.argument("checkpoint", type=click.Path(path_type=Path), required=False)
+@_path_option("-o", "--out", "out", required=True, help="Bundle directory (or Triton repository) to write.")
 @click.option(
     "--quantize",
     "quantize",
@@ -87,7 +88,8 @@ def _eval_data(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True)
 @_path_option(
     "--calibration-data",
-    help="int8-static calibration sentences, one a line (default: the tasks' training sentences).",
+    help="int8-static / int8-static-cpu calibration sentences, one a line (default: the tasks' training "
+    "sentences).",
 )
 @_path_option(
     "--parity-data",
@@ -128,8 +130,9 @@ def _eval_data(values: tuple[str, ...]) -> dict[str, str]:
     "--no-progress", is_flag=True, help="No progress line (it is off anyway when stderr is not a terminal)."
 )
 @click.option("-v", "--verbose", count=True, help="-v: steps and guard attempts, -vv: debug.")
+@triton_options
 def main(
-    checkpoint: Path,
+    checkpoint: Path | None,
     out: Path,
     quantize: tuple[str, ...],
     split: bool,
@@ -148,15 +151,36 @@ def main(
     overwrite: bool,
     no_progress: bool,
     verbose: int,
+    **triton: Any,
 ) -> None:
-    """Export the mtst checkpoint CHECKPOINT as an ONNX bundle."""
+    """Export the mtst checkpoint CHECKPOINT as an ONNX bundle (or a Triton repository: --format triton)."""
     from . import export_bundle, export_heads
 
     with _log_to_stderr(verbose), _progress_line(disable=no_progress) as progress:
         try:
-            if heads_only != (encoder_from is not None):
+            bundle_options: dict[str, Any] = dict(
+                quantize=quantize or ("none",),
+                split=split,
+                optimize=not no_optimize,
+                opset=opset,
+                overwrite=overwrite,
+                parity_check=not no_parity_check,
+                parity_data=parity_data,
+                calibration_data=calibration_data,
+                eval_data=_eval_data(eval_data),
+                eval_limit=eval_limit,
+                accuracy_guard=not no_accuracy_guard,
+                max_metric_drop=max_metric_drop,
+                min_label_agreement=min_label_agreement,
+                progress=progress,
+            )
+            if triton["fmt"] == "triton" or triton["from_bundle"] is not None:
+                report = triton_export(checkpoint, out, triton, heads_only=heads_only, **bundle_options)
+            elif checkpoint is None:
+                raise click.UsageError("Missing argument 'CHECKPOINT'.")
+            elif heads_only != (encoder_from is not None):
                 raise click.UsageError("--heads-only and --encoder-from go together")
-            if heads_only:
+            elif heads_only:
                 if quantize or split or eval_data or calibration_data:
                     raise click.UsageError(
                         "--heads-only writes fp32 heads only: drop --quantize/--split/--eval-data"
@@ -171,24 +195,7 @@ def main(
                     parity_data=parity_data,
                 )
             else:
-                report = export_bundle(
-                    checkpoint,
-                    out,
-                    quantize=quantize or ("none",),
-                    split=split,
-                    optimize=not no_optimize,
-                    opset=opset,
-                    overwrite=overwrite,
-                    parity_check=not no_parity_check,
-                    parity_data=parity_data,
-                    calibration_data=calibration_data,
-                    eval_data=_eval_data(eval_data),
-                    eval_limit=eval_limit,
-                    accuracy_guard=not no_accuracy_guard,
-                    max_metric_drop=max_metric_drop,
-                    min_label_agreement=min_label_agreement,
-                    progress=progress,
-                )
+                report = export_bundle(checkpoint, out, **bundle_options)
         except MtstError as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     click.echo(report.summary())

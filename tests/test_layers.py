@@ -200,7 +200,10 @@ def test_every_rule_reports_a_tree_that_breaks_it(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.parametrize("module", ["mtst", "mtst.runtime", "mtst.runtime.manifest", "mtst.runtime.decode"])
+@pytest.mark.parametrize(
+    "module",
+    ["mtst", "mtst.runtime", "mtst.runtime.manifest", "mtst.runtime.decode", "mtst.runtime.triton_io"],
+)
 def test_import_does_not_pull_torch(module: str) -> None:
     code = (
         f"import sys, {module}\n"
