@@ -179,10 +179,12 @@ def process_group(place: Distributed, device: torch.device) -> Iterator[Distribu
     if not place.enabled:
         yield dataclasses.replace(place, device=device)
         return
+    started = not dist.is_initialized()
+    if started:
+        _check_launch(place, device)
     if device.type == "cuda":
         device = torch.device("cuda", place.local_rank)
         torch.cuda.set_device(device)
-    started = not dist.is_initialized()
     if started:
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, timeout=TIMEOUT, rank=place.rank, world_size=place.world_size)
@@ -191,3 +193,18 @@ def process_group(place: Distributed, device: torch.device) -> Iterator[Distribu
     finally:
         if started:
             dist.destroy_process_group()
+
+
+def _check_launch(place: Distributed, device: torch.device) -> None:
+    """What torchrun sets and a hand-made ``WORLD_SIZE`` may lack; one GPU per process on CUDA."""
+    missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"WORLD_SIZE {place.world_size} but {' and '.join(missing)} not set: start several processes "
+            "with torchrun (torchrun --nproc-per-node N -m mtst.train CONFIG), which sets them"
+        )
+    if device.type == "cuda" and place.local_rank >= torch.cuda.device_count():
+        raise ConfigError(
+            f"LOCAL_RANK {place.local_rank}: this machine has {torch.cuda.device_count()} CUDA device(s) and "
+            "each process needs its own; start at most that many (--nproc-per-node) or use --device cpu"
+        )

@@ -367,3 +367,24 @@ def test_compare_separate_refuses_several_processes(tmp_path) -> None:
     )
     assert result.exit_code == 2
     assert "--compare-separate runs in one process; start it without torchrun" in result.output
+
+
+def test_a_launch_without_torchrun_or_with_too_few_gpus_is_refused(monkeypatch) -> None:
+    from mtst.distributed import Distributed, process_group
+    from mtst.errors import ConfigError
+
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    expected = r"^WORLD_SIZE 2 but MASTER_ADDR and MASTER_PORT not set: start several processes with torchrun"
+    with (
+        pytest.raises(ConfigError, match=expected),
+        process_group(Distributed(rank=1, world_size=2), torch.device("cpu")),
+    ):
+        pass
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(_free_port()))
+    gpus = torch.cuda.device_count()  # 0 here without CUDA: the check needs no GPU to fail
+    place = Distributed(rank=1, world_size=2, local_rank=gpus)
+    expected = rf"^LOCAL_RANK {gpus}: this machine has {gpus} CUDA device\(s\) and each process needs its own"
+    with pytest.raises(ConfigError, match=expected), process_group(place, torch.device("cuda")):
+        pass
