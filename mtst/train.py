@@ -437,9 +437,8 @@ class _Run:
         return result
 
 
-if (
-    __name__ == "__main__"
-):  # python -m mtst.train: mtst-train (the form torchrun starts: torchrun … -m mtst.train)
+# python -m mtst.train is mtst-train: the form torchrun starts (torchrun … -m mtst.train CONFIG)
+if __name__ == "__main__":
     import runpy
 
     # run mtst-train's command line as a program (cli imports this module to train: no import cycle)
