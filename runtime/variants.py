@@ -27,6 +27,7 @@ from mtst.runtime.providers import (
     precision_preference,
 )
 from mtst.runtime.runners import (
+    IoBinding,
     Runner,
     SessionOpener,
     SplitRunner,
@@ -85,6 +86,7 @@ class Sessions:
 
     plan: ProviderPlan
     settings: SessionSettings
+    io_binding: IoBinding = False  # see mtst.runtime.runners
 
     def opener(self, root: Path) -> SessionOpener:
         """Sessions for the graphs of the bundle at ``root``: the encoder with the caller's settings,
@@ -99,10 +101,16 @@ class Sessions:
         return open_session
 
 
-def _open_checked(b: Bundle, variant: Variant, open_session: SessionOpener) -> Runner:
+def _open_checked(
+    b: Bundle, variant: Variant, open_session: SessionOpener, io_binding: IoBinding = False
+) -> Runner:
     m = b.manifest
     runner = open_runner(
-        b.root, variant, open_session, token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads)
+        b.root,
+        variant,
+        open_session,
+        token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads),
+        io_binding=io_binding,
     )
     check_encoder(runner, m.inputs, b.root)
     check_heads(runner, variant, m.heads, b.root)
@@ -131,7 +139,7 @@ def open_variant(
         "" if precision is None else " (precision requested)",
     )
     open_session = sessions.opener(b.root)
-    runner = _open_checked(b, variant, open_session)
+    runner = _open_checked(b, variant, open_session, sessions.io_binding)
     active = runner.graphs[0].providers
     running = active[0] if active else Provider.CPU
     if precision is None and layout is None and running is not plan.primary:
@@ -144,7 +152,7 @@ def open_variant(
                 variant.key,
                 better.key,
             )
-            variant, runner = better, _open_checked(b, better, open_session)
+            variant, runner = better, _open_checked(b, better, open_session, sessions.io_binding)
     return variant, runner
 
 
@@ -200,7 +208,11 @@ def open_swapped_heads(runner: Runner, b: Bundle, variant: Variant, sessions: Se
     open_session = sessions.opener(b.root)
     m = b.manifest
     heads = open_heads(
-        b.root, variant, open_session, token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads)
+        b.root,
+        variant,
+        open_session,
+        token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads),
+        io_binding=sessions.io_binding,
     )
     swapped = runner.with_heads(*heads)
     check_heads(swapped, variant, m.heads, b.root)
