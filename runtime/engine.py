@@ -35,6 +35,7 @@ from mtst.runtime.providers import GraphOptimization, Provider, SessionSettings,
 from mtst.runtime.results import DeviceArrays, Prediction, SentenceLabel, decode_sentence
 from mtst.runtime.runners import EMBEDDING, IoBinding, Runner
 from mtst.runtime.tokenize import TextTokenizer, check_texts
+from mtst.runtime.trt import tensorrt_settings
 from mtst.runtime.variants import Sessions, choose_variant, open_swapped_heads, open_variant, swap_variant
 
 __all__ = ["AUTO_BATCH_TOKENS", "Engine", "choose_variant"]
@@ -128,6 +129,7 @@ class Engine:
         graph_optimization: GraphOptimization | str = GraphOptimization.ALL,
         trt_cache_dir: str | Path | None = None,
         trt_fp16: bool = True,
+        trt_profiles_from: str | Path | None = None,
         batch_size: int = 32,
         max_batch_tokens: int | str | None = "auto",
         embedding_cache: int = 0,
@@ -152,6 +154,9 @@ class Engine:
 
         ``io_binding``: run the graphs through ONNX Runtime IO binding (inputs copied to the device once,
         a split bundle's embeddings handed from encoder to heads on the device); ``"auto"``: on GPUs.
+        ``trt_profiles_from``: sentences whose token lengths give the TensorRT shape profiles (else the
+        manifest's ``trt_profiles``); ``trt_cache_dir``: engines cached per bundle, GPU and TensorRT
+        release below it (:mod:`mtst.runtime.trt`).
         """
         settings = SessionSettings(
             intra_op_threads=intra_op_threads,
@@ -169,6 +174,14 @@ class Engine:
         if max_batch_tokens is not None:
             check_positive("max_batch_tokens", max_batch_tokens, ", None or 'auto'")
         b = load_bundle(bundle, verify=verify)
+        if Provider.TENSORRT in plan.chain:
+            settings = tensorrt_settings(
+                settings,
+                b,
+                profiles_from=trt_profiles_from,
+                batch_size=batch_size,
+                batch_tokens=max_batch_tokens,
+            )
         sessions = Sessions(plan, settings, io_binding)
         variant, runner = open_variant(b, sessions, precision=precision, layout=layout)
         return cls(

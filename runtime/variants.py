@@ -92,7 +92,10 @@ class Sessions:
         """Sessions for the graphs of the bundle at ``root``: the encoder with the caller's settings,
         the heads graphs (a few small matrix products) on one thread each."""
         plan, settings = self.plan, self.settings
-        heads_settings = dataclasses.replace(settings, intra_op_threads=1, inter_op_threads=1)
+        # the heads graphs take embeddings, not token inputs: TensorRT picks their shape ranges itself
+        heads_settings = dataclasses.replace(
+            settings, intra_op_threads=1, inter_op_threads=1, trt_profiles=()
+        )
 
         def open_session(role: str, path: Path) -> Any:
             chosen = heads_settings if role in ("heads", "token_heads") else settings
@@ -131,6 +134,10 @@ def open_variant(
     """
     plan = sessions.plan
     variant = choose_variant(b, plan.primary, precision=precision, layout=layout)
+    if variant.precision is Precision.INT8_STATIC and Provider.TENSORRT in plan.chain:
+        sessions = dataclasses.replace(
+            sessions, settings=dataclasses.replace(sessions.settings, trt_int8=True)
+        )
     logger.info(
         "bundle %s: picked variant %s for provider %s%s",
         b.root,
