@@ -8,7 +8,8 @@ saturated value. fp16 exports keep LayerNorm in fp32, but the sums that feed it 
 - runs both variants through the engine (same sentences, same batches) and reports the largest
   absolute difference of the embedding and of every head's logits, and the smallest embedding cosine;
 - runs the fp16 encoder graph once more with the inputs and outputs of its LayerNorm-family,
-  Softmax and Attention nodes exposed as graph outputs, and records per op type the largest finite
+  Softmax and Attention nodes exposed as graph outputs (a fused Attention node keeps its softmax inside:
+  its output is watched), and records per op type the largest finite
   magnitude, its headroom to 65504 and the count of non-finite values: ``overflow`` is set when any
   watched tensor or final output holds inf/nan, or a watched magnitude passes 65504. The last matters on
   CPU: ONNX Runtime's CPU provider has no fp16 kernel for most ops (Add, MatMul, ...) and runs them in
@@ -116,7 +117,10 @@ def _watched_graph(graph: Path, dst: Path) -> tuple[dict[str, str], dict[str, in
         if node.op_type not in WATCHED_OPS:
             continue
         nodes[node.op_type] = nodes.get(node.op_type, 0) + 1
-        data_inputs = node.input[:2] if node.op_type.startswith("Skip") else node.input[:1]
+        if node.op_type == "EmbedLayerNormalization":  # its inputs are token ids, not activations
+            data_inputs = []
+        else:
+            data_inputs = node.input[:2] if node.op_type.startswith("Skip") else node.input[:1]
         for name in [*data_inputs, node.output[0]]:
             if name and name not in initializers:
                 watched.setdefault(name, node.op_type)
@@ -188,7 +192,7 @@ def check_fp16(
     heads = [h for h in fp16.heads if h in ref]
     variant = fp16.variant
     graph_name = variant.graphs["model" if variant.layout is Layout.SINGLE else "encoder"]
-    b = load_bundle(bundle, verify=False)
+    b = load_bundle(bundle)
     m = b.manifest
     if not m.tokenizer:
         raise BundleError(f"{b.root}: a heads-only bundle has no fp16 encoder to check")

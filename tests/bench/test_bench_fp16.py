@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from mtst.bench.cli import fp16_main
 from mtst.bench.fp16 import FP16_MAX, check_fp16, op_stats
 from mtst.runtime.providers import Provider
 from mtst.runtime.texts import read_sentences
-
-
-@pytest.fixture(scope="session")
-def fp16_bundle(export_bench_bundle: Callable[..., Path]) -> Path:
-    """fp32 and fp16 variants of the tiny model, one graph each."""
-    return export_bench_bundle("bench-fp16", quantize=["none", "fp16"])
 
 
 def test_fp16_against_fp32(fp16_bundle: Path, bench_corpus: Path) -> None:
