@@ -207,7 +207,7 @@ def main(
 def fp16_main(
     bundle: Path, data: Path, sentences: int, reference: Path | None, provider: str, out: Path | None
 ) -> None:
-    """fp16 overflow check of BUNDLE: max |diff| vs fp32 and LayerNorm/softmax inf/nan (python -m mtst.bench.fp16)."""
+    """fp16 overflow check of BUNDLE: max |diff| vs fp32 and LayerNorm/softmax inf/nan ."""
     import json
 
     from mtst.runtime.texts import read_sentences

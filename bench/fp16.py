@@ -16,7 +16,7 @@ saturated value. fp16 exports keep LayerNorm in fp32, but the sums that feed it 
   fp32 behind inserted casts, so a residual sum of 80,000 stays finite there and becomes inf on a GPU.
 
 It runs on any provider (CPU now; ONNX Runtime's CPU provider runs fp16 graphs, slowly: use a few
-hundred sentences). ``python -m mtst.bench.fp16 BUNDLE --data FILE`` prints the report as JSON.
+hundred sentences). ``mtst-fp16-check BUNDLE --data FILE`` prints the report as JSON.
 """
 
 from __future__ import annotations
@@ -208,9 +208,3 @@ def check_fp16(
         nonfinite_outputs={k: int((~np.isfinite(v)).sum()) for k, v in ours.items()},
         ops=op_stats(b.root / graph_name, plan.primary, _token_batches(tok, texts, batch_size)),
     )
-
-
-if __name__ == "__main__":  # pragma: no cover - python -m mtst.bench.fp16
-    from .cli import fp16_main
-
-    fp16_main()
