@@ -207,7 +207,7 @@ def main(
 def fp16_main(
     bundle: Path, data: Path, sentences: int, reference: Path | None, provider: str, out: Path | None
 ) -> None:
-    """fp16 overflow check of BUNDLE: max |diff| vs fp32 and LayerNorm/softmax inf/nan ."""
+    """fp16 overflow check of BUNDLE: max |diff| vs fp32, LayerNorm/softmax inf/nan or past 65504."""
     import json
 
     from mtst.runtime.texts import read_sentences
