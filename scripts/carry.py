@@ -4,13 +4,15 @@ A ``run`` call carries at most 64 MiB (work tree included), so the onnxruntime-g
 and the real checkpoint (~90 MB) travel in parts of < 60 MiB over successive calls while the machine
 stays warm (docs/gpu.md). Standard library only: it runs before anything is installed there.
 
-    python scripts/carry.py split FILE [FILE...] --to .carry        # here: parts + FILE.sha256 beside them
+    python scripts/carry.py split FILE [FILE...] --to .carry        # here: .carry/load00, load01, ...
     python scripts/carry.py join --from .carry /tmp/ortgpu --to DIR  # there: whole files, sha256 checked
     python scripts/carry.py farm SITE                                # mtst importable from this tree
 
-``split`` writes ``NAME.partNN`` and ``NAME.sha256`` (the whole file's hash and its part count); ``join``
-finds every ``*.sha256`` in the ``--from`` folders, joins the parts (from whichever folder holds each),
-and fails naming the file when a part is missing or the hash differs.
+``split`` cuts every file in parts ``NAME.partNN`` and writes ``NAME.sha256`` (the whole file's hash
+and its part count), and deals them out into folders ``loadNN`` of at most ``--load-mib`` each: one
+``run`` call carries one load folder. ``join`` finds every ``*.sha256`` under the ``--from`` folders,
+joins the parts (from whichever folder holds each), and fails naming the file when a part is missing
+or the hash differs.
 """
 
 from __future__ import annotations
@@ -21,42 +23,59 @@ import json
 import sys
 from pathlib import Path
 
-PART_BYTES = 56 * 2**20  # < 60 MiB, leaving room for the work tree in the same call
+PART_BYTES = 58 * 2**20  # < 60 MiB: with the work tree (~3 MB) one load stays under a call's 64 MiB
 _BLOCK = 2**22
 
 
-def split(path: Path, to: Path, *, part_bytes: int = PART_BYTES) -> list[Path]:
-    """``path`` in parts of ``part_bytes`` under ``to``, and ``NAME.sha256`` describing them."""
-    to.mkdir(parents=True, exist_ok=True)
+class Loads:
+    """Folders ``to/load00``, ``load01``, ... of at most ``load_bytes`` each, filled first-fit (split the
+    biggest files first for the fewest loads)."""
+
+    def __init__(self, to: Path, load_bytes: int) -> None:
+        self.to, self.load_bytes = to, load_bytes
+        self.used: list[int] = []
+
+    def place(self, name: str, data: bytes) -> Path:
+        index = next((i for i, u in enumerate(self.used) if u + len(data) <= self.load_bytes), len(self.used))
+        if index == len(self.used):
+            self.used.append(0)
+        self.used[index] += len(data)
+        folder = self.to / f"load{index:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+        return folder / name
+
+
+def split(path: Path, loads: Loads, *, part_bytes: int = PART_BYTES) -> list[Path]:
+    """``path`` in parts of ``part_bytes`` dealt into ``loads``, with ``NAME.sha256`` describing them."""
     digest = hashlib.sha256()
-    parts: list[Path] = []
+    chunks: list[bytes] = []
     with path.open("rb") as src:
         while chunk := src.read(part_bytes):
             digest.update(chunk)
-            part = to / f"{path.name}.part{len(parts):02d}"
-            part.write_bytes(chunk)
-            parts.append(part)
+            chunks.append(chunk)
     meta = {
         "name": path.name,
         "bytes": path.stat().st_size,
         "sha256": digest.hexdigest(),
-        "parts": len(parts),
+        "parts": len(chunks),
     }
-    (to / f"{path.name}.sha256").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    parts = [loads.place(f"{path.name}.part{i:02d}", c) for i, c in enumerate(chunks)]
+    loads.place(f"{path.name}.sha256", (json.dumps(meta) + "\n").encode())
     return parts
 
 
 def _find(name: str, folders: list[Path]) -> Path | None:
     for folder in folders:
-        if (folder / name).is_file():
-            return folder / name
+        for hit in sorted(folder.rglob(name)) if folder.is_dir() else ():
+            return hit
     return None
 
 
 def join(folders: list[Path], to: Path) -> list[Path]:
     """Every file described by a ``*.sha256`` in ``folders``, joined under ``to`` and hash-checked."""
     to.mkdir(parents=True, exist_ok=True)
-    metas = {p.name: p for folder in folders if folder.is_dir() for p in sorted(folder.glob("*.sha256"))}
+    metas = {p.name: p for folder in folders if folder.is_dir() for p in sorted(folder.rglob("*.sha256"))}
     if not metas:
         raise SystemExit(f"carry: no *.sha256 in {[str(f) for f in folders]}: nothing was carried")
     done = []
@@ -111,6 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     s.add_argument("files", nargs="+", type=Path)
     s.add_argument("--to", type=Path, required=True)
     s.add_argument("--part-mib", type=int, default=PART_BYTES // 2**20)
+    s.add_argument("--load-mib", type=int, default=PART_BYTES // 2**20)
     j = sub.add_parser("join")
     j.add_argument("--from", dest="folders", nargs="+", type=Path, required=True)
     j.add_argument("--to", type=Path, required=True)
@@ -118,9 +138,10 @@ def main(argv: list[str] | None = None) -> None:
     f.add_argument("site", type=Path)
     args = parser.parse_args(argv)
     if args.command == "split":
-        for path in args.files:
-            parts = split(path, args.to, part_bytes=args.part_mib * 2**20)
-            print(f"{path.name}: {len(parts)} part(s) in {args.to}")
+        loads = Loads(args.to, args.load_mib * 2**20)
+        for path in sorted(args.files, key=lambda p: -p.stat().st_size):
+            parts = split(path, loads, part_bytes=args.part_mib * 2**20)
+            print(f"{path.name}: {len(parts)} part(s) in {sorted({p.parent.name for p in parts})}")
     elif args.command == "join":
         for path in join(args.folders, args.to):
             print(f"{path}: sha256 ok")

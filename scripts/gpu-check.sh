@@ -27,7 +27,7 @@ while [[ $# -gt 0 ]]; do
         --data) DATA="$2"; shift 2 ;;
         --out) OUTDIR="$2"; shift 2 ;;
         --carry) CARRY=("$2"); shift 2 ;;
-        --sentences|--corpus|--rounds|--cold-runs) EXTRA+=("$1" "$2"); shift 2 ;;
+        --sentences|--corpus|--rounds|--cold-runs|--warmup) EXTRA+=("$1" "$2"); shift 2 ;;
         *) echo "gpu-check: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -54,8 +54,17 @@ if [[ $DRY -eq 0 ]]; then
     wheels=("$WORK"/carried/*.whl)
     [[ ${#wheels[@]} -gt 0 ]] || { echo "gpu-check: no wheel was carried (onnxruntime-gpu)" >&2; exit 3; }
     step "installing ${wheels[*]##*/}"
-    "$PY" -m pip install --quiet --no-deps --no-index --target "$WORK/deps" "${wheels[@]}"
+    if "$PY" -m pip --version > /dev/null 2>&1; then
+        "$PY" -m pip install --quiet --no-deps --no-index --target "$WORK/deps" "${wheels[@]}"
+    else  # no pip in the image: a wheel unpacked is an installed package (these have no scripts to run)
+        for w in "${wheels[@]}"; do "$PY" -m zipfile -e "$w" "$WORK/deps"; done
+    fi
     export PYTHONPATH="$WORK/deps:$PYTHONPATH"
+    # the CUDA 13 libraries that torch's wheels brought (cuBLAS, cuDNN, ...), for every process started
+    # from here (mtst-bench's cold start imports no torch); onnxruntime-gpu links against them
+    NV_LIBS="$("$PY" -c "import glob, os, nvidia; print(':'.join(sorted({os.path.dirname(p) for d in nvidia.__path__ for p in glob.glob(os.path.join(d, '**', 'lib*.so*'), recursive=True)})))" 2>/dev/null || true)"
+    export LD_LIBRARY_PATH="${NV_LIBS}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "CUDA libraries from torch's wheels: ${NV_LIBS:-none found}"
     for tarball in "$WORK"/carried/*.tar; do tar -xf "$tarball" -C "$WORK/carried"; done
     [[ -n "$CHECKPOINT" ]] || CHECKPOINT="$WORK/carried/checkpoint"
     [[ -n "$DATA" || ! -f "$WORK/carried/corpus-1000.txt" ]] || DATA="$WORK/carried/corpus-1000.txt"
@@ -86,11 +95,12 @@ if [[ -z "$BUNDLE" ]]; then
         --trt-profiles-from "$DATA" --no-progress > "$OUTDIR/export.log" 2>&1 \
         || { tail -30 "$OUTDIR/export.log" >&2; exit 4; }
 fi
+cp "$BUNDLE/manifest.json" "$OUTDIR/bundle-manifest.json"
 
 # 5. the measurements
 step "measuring on $PROVIDER"
 ARGS=(--bundle "$BUNDLE" --checkpoint "$CHECKPOINT" --data "$DATA" --out "$OUTDIR" --provider "$PROVIDER")
-[[ $DRY -eq 1 ]] && ARGS+=(--dry-run --sentences 12 --corpus 48 --rounds 1 --cold-runs 1)
+[[ $DRY -eq 1 ]] && ARGS+=(--dry-run --sentences 12 --corpus 48 --rounds 1 --cold-runs 1 --warmup 2)
 "$PY" "$ROOT/scripts/gpu_check.py" "${ARGS[@]}" "${EXTRA[@]}"
 step "done: $OUTDIR/report.md"
 rm -rf "$WORK"

@@ -47,9 +47,7 @@ BATCH_SIZE = 128  # the GPU batch bound; AUTO_BATCH_TOKENS (4096 padded tokens) 
 COLD_START = """
 import json, sys, time
 t0 = time.perf_counter()
-import onnxruntime as ort
-if hasattr(ort, "preload_dlls") and sys.argv[2] != "cpu":
-    ort.preload_dlls()
+import onnxruntime as ort  # torch-free: the CUDA libraries come from LD_LIBRARY_PATH (gpu-check.sh)
 from mtst.runtime import Engine
 t1 = time.perf_counter()
 e = Engine.load(sys.argv[1], providers=[sys.argv[2]], precision="fp16")
@@ -221,7 +219,11 @@ def mtst_bench(bundle: Path, provider: str, out: Path, dry_run: bool) -> dict[st
         "-o",
         str(out),
     ]
-    cmd += ["--quick"] if dry_run else ["--sentences", "128", "--rounds", "1", "--corpus-rounds", "2"]
+    if dry_run:  # every scenario, a few sentences each
+        cmd += ["--sentences", "6", "--warmup", "1", "--rounds", "1", "--corpus-sentences", "24"]
+        cmd += ["--corpus-rounds", "1", "--cold-start-runs", "1"]
+    else:
+        cmd += ["--sentences", "128", "--rounds", "1", "--corpus-rounds", "2"]
     t0 = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -324,6 +326,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sentences", type=int, default=300, help="Batch-1 and fidelity sentences.")
     p.add_argument("--corpus", type=int, default=1000, help="Throughput sentences.")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=10, help="Batch-1 requests per system before timing.")
     p.add_argument("--cold-runs", type=int, default=3)
     p.add_argument("--dry-run", action="store_true")
     return p.parse_args(argv)
@@ -331,6 +334,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
+    t_start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"dry_run": args.dry_run, "provider": args.provider, "versions": versions()}
     print(json.dumps(report["versions"], indent=2), flush=True)
@@ -341,8 +345,9 @@ def main(argv: list[str] | None = None) -> None:
     systems = load_systems(args)
     m = Engine.load(args.bundle, providers=[args.provider], precision="fp16")
     assert m._tokenizer is not None
+    print(f"systems loaded: {time.perf_counter() - t_start:.1f} s", flush=True)
     steps: list[tuple[str, Callable[[], Any]]] = [
-        ("realtime", lambda: realtime(systems, texts, warmup=10)),
+        ("realtime", lambda: realtime(systems, texts, warmup=args.warmup)),
         ("throughput", lambda: throughput(systems, corpus, m._tokenizer, args.rounds)),  # type: ignore[arg-type]
         ("cold_start", lambda: cold_start(args.bundle, args.provider, args.cold_runs)),
         ("fidelity", lambda: fidelity(args.bundle, args.checkpoint, args.provider, texts)),

@@ -17,16 +17,31 @@ import carry  # noqa: E402
 
 
 def test_split_and_join_check_the_hash(tmp_path: Path) -> None:
-    big = tmp_path / "thing.whl"
+    big, small = tmp_path / "thing.whl", tmp_path / "small.whl"
     big.write_bytes(os.urandom(5 * 2**20 + 123))
-    parts = carry.split(big, tmp_path / "a", part_bytes=2 * 2**20)
-    assert [p.name for p in parts] == ["thing.whl.part00", "thing.whl.part01", "thing.whl.part02"]
-    assert all(p.stat().st_size <= 2 * 2**20 for p in parts)
-    # parts may arrive in different folders (one run call each)
+    small.write_bytes(b"tiny")
+    loads = carry.Loads(tmp_path / "a", 2 * 2**20 + 10)
+    parts = carry.split(big, loads, part_bytes=2 * 2**20) + carry.split(small, loads)
+    assert [p.name for p in parts] == [
+        "thing.whl.part00",
+        "thing.whl.part01",
+        "thing.whl.part02",
+        "small.whl.part00",
+    ]
+    # one run call each; the small file fills the room left in the first load
+    assert [p.parent.name for p in parts] == ["load00", "load01", "load02", "load00"]
+    assert all(
+        sum(f.stat().st_size for f in d.iterdir()) <= 2 * 2**20 + 10 for d in (tmp_path / "a").iterdir()
+    )
+    # parts may arrive in different folders (copied to /tmp/ortgpu by earlier calls)
     (tmp_path / "b").mkdir()
     parts[2].rename(tmp_path / "b" / parts[2].name)
-    (joined,) = carry.join([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
-    assert joined.read_bytes() == big.read_bytes()
+    assert [p.name for p in carry.join([tmp_path / "a", tmp_path / "b"], tmp_path / "out0")] == [
+        "small.whl",
+        "thing.whl",
+    ]
+    joined = carry.join([tmp_path / "a", tmp_path / "b"], tmp_path / "out")
+    assert [p.read_bytes() for p in joined] == [small.read_bytes(), big.read_bytes()]
     damaged = bytearray((tmp_path / "b" / parts[2].name).read_bytes())
     damaged[0] ^= 1
     (tmp_path / "b" / parts[2].name).write_bytes(bytes(damaged))
@@ -55,13 +70,17 @@ def test_farm_makes_mtst_importable_without_install(tmp_path: Path) -> None:
     assert done.stdout.strip() == str(tmp_path / "site" / "mtst" / "runtime" / "trt.py")
 
 
-def test_dry_run(fp16_bundle: Path, bench_checkpoint: Path, bench_corpus: Path, tmp_path: Path) -> None:
+def test_dry_run(bench_checkpoint: Path, bench_corpus: Path, tmp_path: Path) -> None:
+    """Every step but the wheel: the export of an fp32 + fp16 bundle included."""
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "TMPDIR": str(tmp_path)}
-    cmd = ["bash", str(ROOT / "scripts/gpu-check.sh"), "--dry-run", "--bundle", str(fp16_bundle)]
-    cmd += ["--checkpoint", str(bench_checkpoint), "--data", str(bench_corpus), "--out", str(out)]
+    cmd = ["bash", str(ROOT / "scripts/gpu-check.sh"), "--dry-run", "--checkpoint", str(bench_checkpoint)]
+    cmd += ["--data", str(bench_corpus), "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    print(done.stdout[-3000:])
+    manifest = json.loads((out / "bundle-manifest.json").read_text())
+    assert {v["precision"] for v in manifest["variants"]} == {"fp32", "fp16"} and manifest["trt_profiles"]
     report = json.loads((out / "report.json").read_text())
     assert report["dry_run"] is True and report["provider"] == "cpu"
     systems = {"mtst-fp16-iobind", "mtst-fp16-plain", "mtst-fp32", "torch-fp32", "torch-compile"}
