@@ -105,11 +105,10 @@ class Graph:
             value = feeds[name]
             if isinstance(value, ort.OrtValue):
                 binding.bind_ortvalue_input(name, value)
-            elif self.device == "cpu":
-                binding.bind_cpu_input(name, value)
+            elif self.device == "cpu":  # binds the array's memory: it must be one C-contiguous block
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
             else:
-                on_device = ort.OrtValue.ortvalue_from_numpy(value, self.device, self.device_id)
-                binding.bind_ortvalue_input(name, on_device)
+                binding.bind_ortvalue_input(name, self.to_device(value))
         for name in outputs:
             binding.bind_output(name, self.device, self.device_id)
         self.session.run_with_iobinding(binding)

@@ -64,6 +64,8 @@ def test_heads_on_embeddings_bound(exported_split: Path, sentences: list[str]) -
     plain, bound = _pair(exported_split)
     emb = plain.embed(sentences)
     assert plain.predict_from_embeddings(emb) == bound.predict_from_embeddings(emb)
+    strided = np.asfortranarray(emb)  # not C-contiguous: bound inputs must still read it right
+    assert bound.predict_from_embeddings(strided) == plain.predict_from_embeddings(emb)
 
 
 def test_embed_device_leaves_the_embeddings_as_ortvalues(bundle: Path, sentences: list[str]) -> None:
