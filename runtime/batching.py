@@ -18,7 +18,9 @@ import numpy as np
 from tokenizers import Encoding
 
 from mtst.errors import ConfigError
+from mtst.runtime.manifest import HeadInfo
 from mtst.runtime.providers import Provider
+from mtst.runtime.results import decode_tokens
 from mtst.runtime.runners import Runner
 from mtst.runtime.tokenize import TextTokenizer
 
@@ -30,6 +32,7 @@ __all__ = [
     "check_positive",
     "padding_waste",
     "plan_batches",
+    "token_sink",
 ]
 
 # Padded tokens per batch when the caller leaves it to the engine. On CPU, batches of about 256
@@ -41,6 +44,31 @@ _ONE = np.zeros(1, dtype=np.int64)  # the index array of a one-text request
 
 # token outputs of one batch -> decoded: (input indices, the batch's encodings, one (B, T, L) array per output)
 TokenSink = Callable[[np.ndarray, Sequence[Encoding], Sequence[np.ndarray]], None]
+
+
+def token_sink(
+    texts: list[str],
+    token: list[HeadInfo],
+    per_item: list[dict[str, Any]],
+    logits_out: list[dict[str, np.ndarray]] | None,
+    min_entity_score: float,
+) -> TokenSink | None:
+    """Decodes the token heads' logits of each batch into ``per_item`` (and ``logits_out``)."""
+    if not token:
+        return None
+
+    def sink(idx: np.ndarray, batch: Sequence[Encoding], token_logits: Sequence[np.ndarray]) -> None:
+        for h, lg in zip(token, token_logits, strict=True):  # lg: (B, T, L)
+            for j, i in enumerate(idx.tolist()):
+                e = batch[j]
+                row = lg[j, : len(e)]
+                per_item[i][h.name] = decode_tokens(
+                    texts[i], row, e.word_ids, e.offsets, h.labels, min_score=min_entity_score
+                )
+                if logits_out is not None:
+                    logits_out[i][h.name] = np.array(row, copy=True)
+
+    return sink
 
 
 def check_positive(name: str, value: Any, also: str = "") -> None:
@@ -180,3 +208,20 @@ class Batcher:
         lengths = np.fromiter((len(e) for e in encs), dtype=np.int64, count=n)
         self.each(self.batches(lengths), work)
         return gathered
+
+    def run_device(
+        self, tok: TextTokenizer, runner: Runner, encs: list[Encoding], output: str
+    ) -> list[tuple[np.ndarray, Any]]:
+        """``output`` of every batch left on the runner's device: (input indices, OrtValue) per batch."""
+        if len(encs) == 1:
+            return [(_ONE.copy(), runner.run_device(tok.pad(encs), [output])[0])]
+        parts: dict[int, tuple[np.ndarray, Any]] = {}
+        lengths = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
+        batches = self.batches(lengths)
+
+        def work(idx: np.ndarray) -> None:
+            feeds = tok.pad([encs[i] for i in idx.tolist()])
+            parts[int(idx[0])] = (idx, runner.run_device(feeds, [output])[0])
+
+        self.each(batches, work)
+        return [parts[int(idx[0])] for idx in batches]

@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Encoding
 
 from mtst.errors import BundleError, ConfigError, parse_enum
-from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, TokenSink, check_positive
+from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, check_positive, token_sink
 from mtst.runtime.bundle import Bundle, load_bundle
 from mtst.runtime.cache import EmbeddingCache
 from mtst.runtime.inputs import check_embeddings, first_nonfinite_row
@@ -42,9 +41,10 @@ from mtst.runtime.manifest import (
     Variant,
 )
 from mtst.runtime.providers import GraphOptimization, Provider, SessionSettings, resolve_providers
-from mtst.runtime.results import Prediction, SentenceLabel, decode_sentence, decode_tokens
-from mtst.runtime.runners import EMBEDDING, Runner
+from mtst.runtime.results import DeviceArrays, Prediction, SentenceLabel, decode_sentence
+from mtst.runtime.runners import EMBEDDING, IoBinding, Runner
 from mtst.runtime.tokenize import TextTokenizer, check_texts
+from mtst.runtime.trt import tensorrt_settings
 from mtst.runtime.variants import Sessions, choose_variant, open_swapped_heads, open_variant, swap_variant
 
 __all__ = ["AUTO_BATCH_TOKENS", "Engine", "choose_variant"]
@@ -53,31 +53,6 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 4096  # texts tokenized at once: bounds memory for huge lists; results stream out in order
 _HEADS_ROWS = 4096  # embeddings per heads.onnx run
-
-
-def _token_sink(
-    texts: list[str],
-    token: list[HeadInfo],
-    per_item: list[dict[str, Any]],
-    logits_out: list[dict[str, np.ndarray]] | None,
-    min_entity_score: float,
-) -> TokenSink | None:
-    """Decodes the token heads' logits of each batch into ``per_item`` (and ``logits_out``)."""
-    if not token:
-        return None
-
-    def sink(idx: np.ndarray, batch: Sequence[Encoding], token_logits: Sequence[np.ndarray]) -> None:
-        for h, lg in zip(token, token_logits, strict=True):  # lg: (B, T, L)
-            for j, i in enumerate(idx.tolist()):
-                e = batch[j]
-                row = lg[j, : len(e)]
-                per_item[i][h.name] = decode_tokens(
-                    texts[i], row, e.word_ids, e.offsets, h.labels, min_score=min_entity_score
-                )
-                if logits_out is not None:
-                    logits_out[i][h.name] = np.array(row, copy=True)
-
-    return sink
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,10 +141,12 @@ class Engine:
         graph_optimization: GraphOptimization | str = GraphOptimization.ALL,
         trt_cache_dir: str | Path | None = None,
         trt_fp16: bool = True,
+        trt_profiles_from: str | Path | None = None,
         batch_size: int = 32,
         max_batch_tokens: int | str | None = "auto",
         embedding_cache: int = 0,
         parallel_batches: int = 1,
+        io_binding: IoBinding = "auto",
         verify: bool = True,
     ) -> Engine:
         """Verify the bundle at ``bundle``, pick a variant, open ONNX Runtime sessions.
@@ -187,6 +164,12 @@ class Engine:
         for both latency and throughput on a few cores: a one-text request runs on one core, with no
         worker threads to wake between the graph's ops, and a long list is cut into at least N batches
         that run side by side.
+
+        ``io_binding``: run the graphs through ONNX Runtime IO binding (inputs copied to the device once,
+        a split bundle's embeddings handed from encoder to heads on the device); ``"auto"``: on GPUs.
+        ``trt_profiles_from``: sentences whose token lengths give the TensorRT shape profiles (else the
+        manifest's ``trt_profiles``); ``trt_cache_dir``: engines cached per bundle, GPU and TensorRT
+        release below it (:mod:`mtst.runtime.trt`).
         """
         settings = SessionSettings(
             intra_op_threads=intra_op_threads,
@@ -204,7 +187,15 @@ class Engine:
         if max_batch_tokens is not None:
             check_positive("max_batch_tokens", max_batch_tokens, ", None or 'auto'")
         b = load_bundle(bundle, verify=verify)
-        sessions = Sessions(plan, settings)
+        if Provider.TENSORRT in plan.chain:
+            settings = tensorrt_settings(
+                settings,
+                b,
+                profiles_from=trt_profiles_from,
+                batch_size=batch_size,
+                batch_tokens=max_batch_tokens,
+            )
+        sessions = Sessions(plan, settings, io_binding)
         variant, runner = open_variant(b, sessions, precision=precision, layout=layout)
         return cls(
             b,
@@ -312,6 +303,19 @@ class Engine:
         parts = [self._embed_chunk(items[s : s + _CHUNK])[0] for s in range(0, len(items), _CHUNK)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
+    def embed_device(self, texts: Sequence[str]) -> DeviceArrays:
+        """The embeddings of :meth:`embed` left where the encoder wrote them (GPU memory on CUDA): one
+        ``OrtValue`` per length-sorted batch, with the input indices of its rows."""
+        items = check_texts(texts)
+        tok = self._need_encoder()
+        runner = self._heads.runner
+        parts = []
+        for s in range(0, len(items), _CHUNK):
+            encs, _ = tok.encode(items[s : s + _CHUNK])
+            parts += [(idx + s, v) for idx, v in self._batcher.run_device(tok, runner, encs, EMBEDDING)]
+        device = runner.graphs[0].device
+        return DeviceArrays(parts=tuple(parts), n=len(items), width=self.embedding_dim, device=device)
+
     def predict(
         self,
         texts: Sequence[str],
@@ -371,9 +375,7 @@ class Engine:
             encs, truncated = tok.encode(texts)
             rows = [(EMBEDDING, self.embedding_dim)]
             rows += [] if late else [(h.output, len(h.labels)) for h in sent]
-            sink = _token_sink(
-                texts, token, per_item, logits_out if return_logits else None, min_entity_score
-            )
+            sink = token_sink(texts, token, per_item, logits_out if return_logits else None, min_entity_score)
             emb, *sent_logits = self._batcher.run(tok, runner, encs, rows, [h.output for h in token], sink)
         if late and sent:
             sent_logits = self._sentence_logits(runner, emb, [h.output for h in sent])

@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mtst.errors import BundleError, ConfigError, MtstError, parse_enum
+from mtst.runtime.shape_profiles import TrtProfiles
 
 __all__ = [
     "MANIFEST_NAME",
@@ -257,6 +258,8 @@ class Manifest:
     # file name of the tokenizer's Unicode tables for the C++ runtime (mtst.export.tokenizer_tables);
     # optional: older bundles and non-WordPiece tokenizers have none, and the Python runtime never reads it
     tokenizer_tables: str | None = None
+    # TensorRT optimization profiles from the token lengths of real sentences (mtst.runtime.trt); optional
+    trt_profiles: TrtProfiles | None = None
 
     # ------------------------------------------------------------------ access
     def head(self, name: str) -> HeadInfo:
@@ -294,6 +297,7 @@ class Manifest:
             "parity": self.parity,
             "provenance": self.provenance,
             **({"tokenizer_tables": self.tokenizer_tables} if self.tokenizer_tables else {}),
+            **({"trt_profiles": self.trt_profiles.to_dict()} if self.trt_profiles else {}),
         }
 
     def to_json(self) -> str:
@@ -359,6 +363,7 @@ class Manifest:
             parity=parity,
             provenance=dict(d.get("provenance", {})),
             tokenizer_tables=tables,
+            trt_profiles=TrtProfiles.from_dict(d["trt_profiles"]) if d.get("trt_profiles") else None,
         )
 
     @classmethod

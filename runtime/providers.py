@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 from mtst.errors import ConfigError, ProviderUnavailableError, parse_enum
 from mtst.runtime.manifest import Precision
+from mtst.runtime.shape_profiles import ShapeProfile, profile_options
 
 __all__ = [
     "CPU_DISABLED_OPTIMIZERS",
@@ -111,7 +112,9 @@ class SessionSettings:
     ``intra_op_threads``/``inter_op_threads``: 0 lets ONNX Runtime choose (one per physical core).
     ``spinning``: whether idle worker threads busy-wait for the next op (ORT's default is on; off
     here, because an embedded runtime should not burn cores between requests -- turn it on for a
-    dedicated latency server). ``trt_*``: TensorRT engine cache folder and fp16 flag.
+    dedicated latency server). ``trt_*``: TensorRT engine cache folder, fp16 and int8 (static QDQ
+    graphs) flags, and the optimization profiles of the token inputs ``trt_profile_inputs``
+    (:mod:`mtst.runtime.trt`).
     """
 
     intra_op_threads: int = 0
@@ -120,6 +123,9 @@ class SessionSettings:
     graph_optimization: GraphOptimization = GraphOptimization.ALL
     trt_cache_dir: Path | None = None
     trt_fp16: bool = True
+    trt_int8: bool = False
+    trt_profiles: tuple[ShapeProfile, ...] = ()
+    trt_profile_inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("intra_op_threads", "inter_op_threads"):
@@ -146,9 +152,14 @@ class SessionSettings:
     def provider_options(self, provider: Provider) -> dict[str, str]:
         if provider is Provider.TENSORRT:
             opts = {"trt_fp16_enable": "True" if self.trt_fp16 else "False"}
+            if self.trt_int8:  # QDQ graphs: TensorRT takes the scales from the graph, no calibration
+                opts["trt_int8_enable"] = "True"
             if self.trt_cache_dir is not None:
                 opts["trt_engine_cache_enable"] = "True"
                 opts["trt_engine_cache_path"] = str(self.trt_cache_dir)
+                opts["trt_timing_cache_enable"] = "True"
+                opts["trt_timing_cache_path"] = str(self.trt_cache_dir)
+            opts.update(profile_options(self.trt_profiles, self.trt_profile_inputs))
             return opts
         return {}
 

@@ -6,13 +6,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 from mtst.runtime.decode import Entity, bio_spans, entities_from_words, word_chars, word_starts
 
 __all__ = [
+    "DeviceArrays",
     "Entity",
     "Prediction",
     "SentenceLabel",
@@ -21,6 +25,24 @@ __all__ = [
     "decode_tokens",
     "softmax",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceArrays:
+    """Rows left on the device that computed them (``Engine.embed_device``): one ONNX Runtime
+    ``OrtValue`` ``(B, width)`` per batch, with the input indices of its rows (batches are length-sorted,
+    so rows are not in input order). ``numpy()`` gathers them on the host, in input order."""
+
+    parts: tuple[tuple[np.ndarray, ort.OrtValue], ...]
+    n: int
+    width: int
+    device: str  # "cpu" or "cuda"
+
+    def numpy(self) -> np.ndarray:
+        out = np.empty((self.n, self.width), dtype=np.float32)
+        for idx, value in self.parts:
+            out[idx] = value.numpy()
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from mtst.runtime.providers import (
     precision_preference,
 )
 from mtst.runtime.runners import (
+    IoBinding,
     Runner,
     SessionOpener,
     SplitRunner,
@@ -85,12 +86,16 @@ class Sessions:
 
     plan: ProviderPlan
     settings: SessionSettings
+    io_binding: IoBinding = False  # see mtst.runtime.runners
 
     def opener(self, root: Path) -> SessionOpener:
         """Sessions for the graphs of the bundle at ``root``: the encoder with the caller's settings,
         the heads graphs (a few small matrix products) on one thread each."""
         plan, settings = self.plan, self.settings
-        heads_settings = dataclasses.replace(settings, intra_op_threads=1, inter_op_threads=1)
+        # the heads graphs take embeddings, not token inputs: TensorRT picks their shape ranges itself
+        heads_settings = dataclasses.replace(
+            settings, intra_op_threads=1, inter_op_threads=1, trt_profiles=()
+        )
 
         def open_session(role: str, path: Path) -> Any:
             chosen = heads_settings if role in ("heads", "token_heads") else settings
@@ -99,10 +104,16 @@ class Sessions:
         return open_session
 
 
-def _open_checked(b: Bundle, variant: Variant, open_session: SessionOpener) -> Runner:
+def _open_checked(
+    b: Bundle, variant: Variant, open_session: SessionOpener, io_binding: IoBinding = False
+) -> Runner:
     m = b.manifest
     runner = open_runner(
-        b.root, variant, open_session, token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads)
+        b.root,
+        variant,
+        open_session,
+        token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads),
+        io_binding=io_binding,
     )
     check_encoder(runner, m.inputs, b.root)
     check_heads(runner, variant, m.heads, b.root)
@@ -123,6 +134,10 @@ def open_variant(
     """
     plan = sessions.plan
     variant = choose_variant(b, plan.primary, precision=precision, layout=layout)
+    if variant.precision is Precision.INT8_STATIC and Provider.TENSORRT in plan.chain:
+        sessions = dataclasses.replace(
+            sessions, settings=dataclasses.replace(sessions.settings, trt_int8=True)
+        )
     logger.info(
         "bundle %s: picked variant %s for provider %s%s",
         b.root,
@@ -131,7 +146,7 @@ def open_variant(
         "" if precision is None else " (precision requested)",
     )
     open_session = sessions.opener(b.root)
-    runner = _open_checked(b, variant, open_session)
+    runner = _open_checked(b, variant, open_session, sessions.io_binding)
     active = runner.graphs[0].providers
     running = active[0] if active else Provider.CPU
     if precision is None and layout is None and running is not plan.primary:
@@ -144,7 +159,7 @@ def open_variant(
                 variant.key,
                 better.key,
             )
-            variant, runner = better, _open_checked(b, better, open_session)
+            variant, runner = better, _open_checked(b, better, open_session, sessions.io_binding)
     return variant, runner
 
 
@@ -200,7 +215,11 @@ def open_swapped_heads(runner: Runner, b: Bundle, variant: Variant, sessions: Se
     open_session = sessions.opener(b.root)
     m = b.manifest
     heads = open_heads(
-        b.root, variant, open_session, token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads)
+        b.root,
+        variant,
+        open_session,
+        token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads),
+        io_binding=sessions.io_binding,
     )
     swapped = runner.with_heads(*heads)
     check_heads(swapped, variant, m.heads, b.root)
