@@ -30,7 +30,7 @@ from mtst.errors import BundleError, ConfigError, parse_enum
 from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, check_positive, token_sink
 from mtst.runtime.bundle import Bundle, load_bundle
 from mtst.runtime.cache import EmbeddingCache
-from mtst.runtime.inputs import check_embeddings, first_nonfinite_row
+from mtst.runtime.inputs import check_embeddings, check_head_logits
 from mtst.runtime.manifest import (
     BATCH_DEPENDENT,
     HeadInfo,
@@ -423,13 +423,7 @@ class Engine:
         if not outputs or len(emb) == 0:
             return [{} for _ in range(len(emb))]
         logits = self._sentence_logits(hs.runner, emb, outputs)
-        for name, lg in zip(names, logits, strict=True):
-            row = first_nonfinite_row(lg)
-            if row is not None:  # finite inputs too large for the heads' float32 arithmetic
-                raise ValueError(
-                    f"embeddings[{row}]: head {name!r} gives non-finite scores (largest |value| in the row "
-                    f"{float(np.abs(emb[row]).max()):.3g}); expected embeddings like embed()'s (L2 norm 1)"
-                )
+        check_head_logits(names, logits, emb)
         decoded = [decode_sentence(lg, hs.heads[name].labels) for name, lg in zip(names, logits, strict=True)]
         return [dict(zip(names, row, strict=True)) for row in zip(*decoded, strict=True)]
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-__all__ = ["check_embeddings", "first_nonfinite_row"]
+__all__ = ["check_embeddings", "check_head_logits", "first_nonfinite_row"]
 
 
 def check_embeddings(embeddings: Any, dim: int) -> np.ndarray:
@@ -47,3 +48,14 @@ def first_nonfinite_row(a: np.ndarray) -> int | None:
             return None
     bad = ~np.isfinite(a).all(axis=1)
     return int(np.flatnonzero(bad)[0]) if bad.any() else None
+
+
+def check_head_logits(names: Sequence[str], logits: Sequence[np.ndarray], emb: np.ndarray) -> None:
+    """ValueError naming the row when finite embeddings were too large for the heads' float32 arithmetic."""
+    for name, lg in zip(names, logits, strict=True):
+        row = first_nonfinite_row(lg)
+        if row is not None:
+            raise ValueError(
+                f"embeddings[{row}]: head {name!r} gives non-finite scores (largest |value| in the row "
+                f"{float(np.abs(emb[row]).max()):.3g}); expected embeddings like embed()'s (L2 norm 1)"
+            )
