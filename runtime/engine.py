@@ -125,8 +125,9 @@ class Engine:
         self.cache = EmbeddingCache(embedding_cache) if embedding_cache else None
         m = bundle.manifest
         self._tokenizer = (
-            TextTokenizer.from_file(
-                bundle.tokenizer_path,
+            TextTokenizer.from_bytes(
+                bundle.data(m.tokenizer) if m.tokenizer else b"",
+                str(bundle.tokenizer_path),
                 max_seq_len=m.max_seq_len,
                 pad_token_id=m.pad_token_id,
                 input_names=m.inputs,
@@ -136,6 +137,7 @@ class Engine:
         )
         self._heads = _HeadSet.of(bundle, runner)
         self.active_providers: tuple[Provider, ...] = runner.graphs[0].providers
+        bundle.release()  # the sessions and the tokenizer hold what they need
         logger.info("loaded %r", self)
 
     # ------------------------------------------------------------------ construction
@@ -435,4 +437,5 @@ class Engine:
             runner = open_swapped_heads(old.runner, b, variant, self._sessions)
             new = _HeadSet.of(b, runner)
             self._heads = new
+        b.release()
         logger.info("heads swapped: %s -> %s (%s)", list(old.heads), list(new.heads), b.root)

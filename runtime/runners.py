@@ -47,6 +47,23 @@ TOKEN_STATES = "token_states"
 SessionOpener: TypeAlias = Callable[[str, Path], tuple[ort.InferenceSession, tuple[Provider, ...]]]
 Feeds: TypeAlias = Mapping[str, np.ndarray]
 
+_ORT_STATE = ort.capi.onnxruntime_pybind11_state  # type: ignore[attr-defined]
+# what ONNX Runtime raises for a graph it will not load (each its own class, none a common base but Exception)
+_ORT_LOAD_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(_ORT_STATE, n)
+    for n in (
+        "Fail",
+        "InvalidArgument",
+        "InvalidGraph",
+        "NoSuchFile",
+        "NoModel",
+        "NotFound",
+        "NotImplemented",
+        "RuntimeException",
+    )
+    if hasattr(_ORT_STATE, n)
+)
+
 
 @dataclass(frozen=True, slots=True)
 class Graph:
@@ -67,10 +84,10 @@ def open_graph(root: Path, role: str, name: str, open_session: SessionOpener) ->
     path = root / name
     try:
         session, active = open_session(role, path)
-    except ort.capi.onnxruntime_pybind11_state.Fail as exc:  # type: ignore[attr-defined]
-        raise BundleError(f"{root}: {name}: ONNX Runtime cannot load it ({exc})") from None
-    except ort.capi.onnxruntime_pybind11_state.InvalidProtobuf as exc:  # type: ignore[attr-defined]
+    except _ORT_STATE.InvalidProtobuf as exc:
         raise BundleError(f"{root}: {name}: not a valid ONNX model ({exc})") from None
+    except _ORT_LOAD_ERRORS as exc:
+        raise BundleError(f"{root}: {name}: ONNX Runtime cannot load it ({exc})") from None
     return Graph(
         session=session,
         inputs=tuple(i.name for i in session.get_inputs()),
