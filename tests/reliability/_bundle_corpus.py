@@ -103,9 +103,19 @@ def truncations(base: Path) -> list[Case]:
         "half": lambda n: n // 2,
         "all but 1": lambda n: n - 1,
     }
-    cases = [Case(f"truncate {name} {k}", "truncation", _truncate(name, f)) for name in _files_of(base) for k, f in cuts.items()]
+    cases = [
+        Case(f"truncate {name} {k}", "truncation", _truncate(name, f))
+        for name in _files_of(base)
+        for k, f in cuts.items()
+    ]
     for name in _files_of(base):
-        cases.append(Case(f"append to {name}", "truncation", lambda b, _, n=name: put(b / n, (b / n).read_bytes() + b"\0")))
+        cases.append(
+            Case(
+                f"append to {name}",
+                "truncation",
+                lambda b, _, n=name: put(b / n, (b / n).read_bytes() + b"\0"),
+            )
+        )
     for k in ("empty", "half"):
         cases.append(Case(f"truncate {MANIFEST} {k}", "truncation", _truncate(MANIFEST, cuts[k])))
     return cases
@@ -118,7 +128,14 @@ def hash_and_size(base: Path) -> list[Case]:
         other = "0" * 64 if good["sha256"] != "0" * 64 else "1" * 64
         cases += [
             Case(f"sha of {name} wrong", "sha/size", _set(("files", name, "sha256"), other)),
-            Case(f"sha of {name} one digit off", "sha/size", _set(("files", name, "sha256"), good["sha256"][:-1] + ("0" if good["sha256"][-1] != "0" else "1"))),
+            Case(
+                f"sha of {name} one digit off",
+                "sha/size",
+                _set(
+                    ("files", name, "sha256"),
+                    good["sha256"][:-1] + ("0" if good["sha256"][-1] != "0" else "1"),
+                ),
+            ),
             Case(f"size of {name} +1", "sha/size", _set(("files", name, "bytes"), good["bytes"] + 1)),
             Case(f"size of {name} -1", "sha/size", _set(("files", name, "bytes"), good["bytes"] - 1)),
             Case(f"size of {name} 0", "sha/size", _set(("files", name, "bytes"), 0)),
@@ -138,10 +155,25 @@ def _swap_content(name: str, base: Path) -> Build:
 
 
 def missing_and_extra(base: Path) -> list[Case]:
-    cases = [Case(f"missing {name}", "missing/extra", lambda b, _, n=name: (b / n).unlink()) for name in _files_of(base)]
+    cases = [
+        Case(f"missing {name}", "missing/extra", lambda b, _, n=name: (b / n).unlink())
+        for name in _files_of(base)
+    ]
     cases.append(Case("missing manifest.json", "missing/extra", lambda b, _: (b / MANIFEST).unlink()))
-    cases.append(Case("listed file absent", "missing/extra", _set(("files", "extra.bin"), {"sha256": "0" * 64, "bytes": 3})))
-    cases.append(Case("unlisted graph", "missing/extra", lambda b, _: put(b / "stray.onnx", (b / "model.onnx").read_bytes())))
+    cases.append(
+        Case(
+            "listed file absent",
+            "missing/extra",
+            _set(("files", "extra.bin"), {"sha256": "0" * 64, "bytes": 3}),
+        )
+    )
+    cases.append(
+        Case(
+            "unlisted graph",
+            "missing/extra",
+            lambda b, _: put(b / "stray.onnx", (b / "model.onnx").read_bytes()),
+        )
+    )
 
     def sub_graph(b: Path, _: Path) -> None:
         (b / "sub").mkdir()
@@ -154,6 +186,7 @@ def missing_and_extra(base: Path) -> list[Case]:
 def special_files(base: Path) -> list[Case]:
     cases = []
     for name in [*_files_of(base), MANIFEST]:
+
         def fifo(b: Path, _: Path, n: str = name) -> None:
             (b / n).unlink()
             os.mkfifo(b / n)
@@ -295,15 +328,33 @@ def oversized(base: Path) -> list[Case]:
         edit(b, lambda m: m.__setitem__("future_field", _nested(50)))
 
     def long_label(b: Path, _: Path) -> None:
-        edit(b, lambda m: m["heads"][_head_index(b, "sentence_classification")]["labels"].__setitem__(0, "x" * 5000))
+        edit(
+            b,
+            lambda m: m["heads"][_head_index(b, "sentence_classification")]["labels"].__setitem__(
+                0, "x" * 5000
+            ),
+        )
 
     def many_labels(b: Path, _: Path) -> None:
-        edit(b, lambda m: m["heads"][_head_index(b, "sentence_classification")].__setitem__("labels", [f"l{i}" for i in range(70_000)]))
+        edit(
+            b,
+            lambda m: m["heads"][_head_index(b, "sentence_classification")].__setitem__(
+                "labels", [f"l{i}" for i in range(70_000)]
+            ),
+        )
 
     return [
         Case(f"oversized: {f.__name__}", "oversized manifest", f)
-        for f in (whitespace, million_files, many_files_under_cap, deep_details, deep_provenance, deep_unknown,
-                  long_label, many_labels)  # fmt: skip
+        for f in (
+            whitespace,
+            million_files,
+            many_files_under_cap,
+            deep_details,
+            deep_provenance,
+            deep_unknown,
+            long_label,
+            many_labels,
+        )
     ]
 
 
@@ -356,12 +407,22 @@ def field_values(base: Path) -> list[Case]:
     for k in ("name", "kind", "output", "labels"):
         cases.append(Case(f"missing heads[1].{k}", "field value", _set(("heads", 1, k), None, delete=True)))
     for k in ("precision", "layout", "graphs", "opset"):
-        cases.append(Case(f"missing variants[0].{k}", "field value", _set(("variants", 0, k), None, delete=True)))
+        cases.append(
+            Case(f"missing variants[0].{k}", "field value", _set(("variants", 0, k), None, delete=True))
+        )
     name = _files_of(base)[0]
     for k in ("sha256", "bytes"):
-        cases.append(Case(f"missing files.{name}.{k}", "field value", _set(("files", name, k), None, delete=True)))
+        cases.append(
+            Case(f"missing files.{name}.{k}", "field value", _set(("files", name, k), None, delete=True))
+        )
     cases.append(Case("files entry not an object", "field value", _set(("files", name), "x")))
-    cases.append(Case("duplicate head", "field value", lambda b, _: edit(b, lambda m: m["heads"].append(dict(m["heads"][1])))))
+    cases.append(
+        Case(
+            "duplicate head",
+            "field value",
+            lambda b, _: edit(b, lambda m: m["heads"].append(dict(m["heads"][1]))),
+        )
+    )
     return cases
 
 
@@ -407,7 +468,10 @@ def _identity_graph(b: Path, _: Path) -> None:
     g = helper.make_graph(
         [helper.make_node("Identity", ["input_ids"], ["embedding"])],
         "g",
-        [helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "s"]) for n in ("input_ids", "attention_mask")],
+        [
+            helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "s"])
+            for n in ("input_ids", "attention_mask")
+        ],
         [helper.make_tensor_value_info("embedding", TensorProto.INT64, ["b", "s"])],
     )
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])

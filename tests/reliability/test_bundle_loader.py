@@ -55,7 +55,9 @@ def test_manifest_cap_from_the_environment(bundle_copy: Path, monkeypatch: pytes
     with pytest.raises(BundleLimitError, match=r"over the cap .*MTST_BUNDLE_MAX_MANIFEST_BYTES"):
         load_bundle(bundle_copy)
     monkeypatch.setenv("MTST_BUNDLE_MAX_MANIFEST_BYTES", "lots")
-    with pytest.raises(BundleLimitError, match=r"MTST_BUNDLE_MAX_MANIFEST_BYTES: expected a positive integer, got 'lots'"):
+    with pytest.raises(
+        BundleLimitError, match=r"MTST_BUNDLE_MAX_MANIFEST_BYTES: expected a positive integer, got 'lots'"
+    ):
         load_bundle(bundle_copy)
 
 
@@ -94,7 +96,9 @@ def test_a_million_file_entries_are_refused_by_size_before_parsing(bundle_copy: 
     assert peak < 4 << 20  # refused on its size: never read, never parsed
     # with the cap raised past its size it is parsed, and then refused by the entry cap
     edit_cap = _limits(manifest_bytes=200 << 20)
-    with pytest.raises(BundleLimitError, match=r"manifest.json: files: expected 0..1024 entries, got 1000000"):
+    with pytest.raises(
+        BundleLimitError, match=r"manifest.json: files: expected 0..1024 entries, got 1000000"
+    ):
         load_bundle(bundle_copy, limits=edit_cap)
 
 
@@ -108,7 +112,10 @@ def test_a_million_file_entries_are_refused_by_size_before_parsing(bundle_copy: 
 def test_list_caps(bundle_copy: Path, field: str, limit: int, value: object, message: str) -> None:
     n_heads = len(manifest(bundle_copy)["heads"])
     caps = {"heads": n_heads - 1} if field == "heads" else {"labels": 2}
-    with pytest.raises(BundleLimitError, match=message.replace("0..3", f"0..{n_heads - 1}").replace("got 4", f"got {n_heads}")):
+    with pytest.raises(
+        BundleLimitError,
+        match=message.replace("0..3", f"0..{n_heads - 1}").replace("got 4", f"got {n_heads}"),
+    ):
         load_bundle(bundle_copy, limits=_limits(**caps))
 
 
@@ -119,17 +126,43 @@ def test_list_caps(bundle_copy: Path, field: str, limit: int, value: object, mes
     ("edit_fn", "message"),
     [
         (lambda m: m.update(heads=[1]), r"^manifest.json: heads\[0\]: expected dict, got 1$"),
-        (lambda m: m["heads"][1].update(labels=["a", 2]), r"^manifest.json: heads\[1\].labels\[1\]: expected str, got 2$"),
-        (lambda m: m.update(max_seq_len=1), r"^manifest.json: max_seq_len: expected a value in \[2, 1048576\], got 1$"),
+        (
+            lambda m: m["heads"][1].update(labels=["a", 2]),
+            r"^manifest.json: heads\[1\].labels\[1\]: expected str, got 2$",
+        ),
+        (
+            lambda m: m.update(max_seq_len=1),
+            r"^manifest.json: max_seq_len: expected a value in \[2, 1048576\], got 1$",
+        ),
         (lambda m: m.update(pad_token_id=True), r"^manifest.json: pad_token_id: expected int, got True$"),
-        (lambda m: m.update(pooling="avg"), r"^manifest.json: pooling: 'avg' is not one of \['mean', 'cls', 'max'\]$"),
-        (lambda m: m["files"]["model.onnx"].update(sha256="abc"), r"^manifest.json: files.model.onnx.sha256: expected 64 hexadecimal digits"),
-        (lambda m: m.update(tokenizer="tok\x00.json"), r"^manifest.json: tokenizer: 'tok\\x00.json' is not a file name"),
-        (lambda m: m["variants"][0].update(details={"a": [[[[]]]]} | {"b": json.loads("[" * 40 + "]" * 40)}), r"^manifest.json: variants\[0\].details.b(\[0\])+: nested deeper than 32 levels$"),
+        (
+            lambda m: m.update(pooling="avg"),
+            r"^manifest.json: pooling: 'avg' is not one of \['mean', 'cls', 'max'\]$",
+        ),
+        (
+            lambda m: m["files"]["model.onnx"].update(sha256="abc"),
+            r"^manifest.json: files.model.onnx.sha256: expected 64 hexadecimal digits",
+        ),
+        (
+            lambda m: m.update(tokenizer="tok\x00.json"),
+            r"^manifest.json: tokenizer: 'tok\\x00.json' is not a file name",
+        ),
+        (
+            lambda m: m["variants"][0].update(
+                details={"a": [[[[]]]]} | {"b": json.loads("[" * 40 + "]" * 40)}
+            ),
+            r"^manifest.json: variants\[0\].details.b(\[0\])+: nested deeper than 32 levels$",
+        ),
         (lambda m: m.update(provenance=None), r"^manifest.json: provenance: expected dict, got None$"),
         (lambda m: m.update(mtst_version=None), r"^manifest.json: mtst_version: expected str, got None$"),
-        (lambda m: m["heads"][1].update(output="token_states"), r"^manifest.json: heads\[1\].output: 'token_states' is reserved"),
-        (lambda m: m["heads"][1].update(labels=["a", "b", "a"]), r"^manifest.json: heads\[1\].labels: duplicate labels \['a'\]$"),
+        (
+            lambda m: m["heads"][1].update(output="token_states"),
+            r"^manifest.json: heads\[1\].output: 'token_states' is reserved",
+        ),
+        (
+            lambda m: m["heads"][1].update(labels=["a", "b", "a"]),
+            r"^manifest.json: heads\[1\].labels: duplicate labels \['a'\]$",
+        ),
     ],
 )
 def test_schema_names_the_field_and_reads_no_other_file(
@@ -176,7 +209,12 @@ def test_a_good_load_opens_only_the_manifest_and_listed_files(
         engine.predict(TEXTS)
     assert outside_opens(paths, bundle_copy) == []
     opened = {Path(p).name for p in paths}
-    assert MANIFEST in opened and "model.onnx" in opened and "notes.txt" not in opened and "data.bin" not in opened
+    assert (
+        MANIFEST in opened
+        and "model.onnx" in opened
+        and "notes.txt" not in opened
+        and "data.bin" not in opened
+    )
 
 
 def test_manifest_symlink_leaving_the_bundle_is_refused_unread(
@@ -186,7 +224,10 @@ def test_manifest_symlink_leaving_the_bundle_is_refused_unread(
     outside.write_bytes((bundle_copy / MANIFEST).read_bytes())
     (bundle_copy / MANIFEST).unlink()
     os.symlink(outside, bundle_copy / MANIFEST)
-    with open_recorder.recording() as paths, pytest.raises(BundleError, match=r"manifest.json: a symlink to .*elsewhere.json, outside the bundle"):
+    with (
+        open_recorder.recording() as paths,
+        pytest.raises(BundleError, match=r"manifest.json: a symlink to .*elsewhere.json, outside the bundle"),
+    ):
         load_bundle(bundle_copy)
     assert paths == []
 
@@ -257,7 +298,9 @@ def test_external_data_inside_and_listed_is_read_hashed_and_passed_in_memory(
     expected = Engine.load(rel_bundle, providers=["cpu"]).embed(TEXTS)
     data = _externalize(bundle_copy, "weights.bin")
     put(bundle_copy / "weights.bin", data)
-    with pytest.raises(BundleError, match=r"external data 'weights.bin': 'weights.bin' is not listed in manifest.json"):
+    with pytest.raises(
+        BundleError, match=r"external data 'weights.bin': 'weights.bin' is not listed in manifest.json"
+    ):
         load_bundle(bundle_copy)
     relist(bundle_copy, "weights.bin")
     with open_recorder.recording() as paths:
@@ -281,14 +324,18 @@ def test_external_data_named_in_a_function_attribute_default_is_checked(bundle_c
     t.ClearField("raw_data")
     t.data_location = TensorProto.EXTERNAL
     t.external_data.add(key="location", value="../secret.bin")
-    fn = helper.make_function("t", "F", ["x"], ["y"], [helper.make_node("Identity", ["x"], ["y"])], [helper.make_opsetid("", 17)])
+    fn = helper.make_function(
+        "t", "F", ["x"], ["y"], [helper.make_node("Identity", ["x"], ["y"])], [helper.make_opsetid("", 17)]
+    )
     fn.attribute_proto.append(helper.make_attribute("value", t))
     model.functions.append(fn)
     raw = model.SerializeToString()
     assert [(r.tensor, r.location) for r in external_data_refs_in(raw, "m")] == [("dflt", "../secret.bin")]
     put(bundle_copy / "model.onnx", raw)
     relist(bundle_copy, "model.onnx")
-    with pytest.raises(BundleError, match=r"model.onnx: tensor 'dflt': external data '../secret.bin' must be a relative path"):
+    with pytest.raises(
+        BundleError, match=r"model.onnx: tensor 'dflt': external data '../secret.bin' must be a relative path"
+    ):
         load_bundle(bundle_copy)
 
 
@@ -298,13 +345,27 @@ def test_external_data_named_in_a_function_attribute_default_is_checked(bundle_c
 @pytest.mark.parametrize(
     ("edit_fn", "message"),
     [
-        (lambda m: m.update(embedding_dim=m["embedding_dim"] + 1), r"model.onnx: 'embedding' has 32 values per row, but manifest.json embedding_dim says 33"),
-        (lambda m: m["heads"][1]["labels"].append("extra"), r"model.onnx: 'intent' has 3 values per row, but manifest.json heads\[1\].labels \('intent'\) says 4"),
-        (lambda m: m["heads"][2].update(kind="sentence_classification"), r"model.onnx: 'ner' has rank 3, expected 2 for manifest.json heads\[2\].labels"),
-        (lambda m: m.update(pad_token_id=30522), r"manifest.json: pad_token_id: 30522 is not in the vocabulary of .*tokenizer.json \(30522 tokens\)"),
+        (
+            lambda m: m.update(embedding_dim=m["embedding_dim"] + 1),
+            r"model.onnx: 'embedding' has 32 values per row, but manifest.json embedding_dim says 33",
+        ),
+        (
+            lambda m: m["heads"][1]["labels"].append("extra"),
+            r"model.onnx: 'intent' has 3 values per row, but manifest.json heads\[1\].labels \('intent'\) says 4",
+        ),
+        (
+            lambda m: m["heads"][2].update(kind="sentence_classification"),
+            r"model.onnx: 'ner' has rank 3, expected 2 for manifest.json heads\[2\].labels",
+        ),
+        (
+            lambda m: m.update(pad_token_id=30522),
+            r"manifest.json: pad_token_id: 30522 is not in the vocabulary of .*tokenizer.json \(30522 tokens\)",
+        ),
     ],
 )
-def test_manifest_disagreeing_with_graph_or_tokenizer_is_refused_at_load(bundle_copy: Path, edit_fn, message: str) -> None:
+def test_manifest_disagreeing_with_graph_or_tokenizer_is_refused_at_load(
+    bundle_copy: Path, edit_fn, message: str
+) -> None:
     edit(bundle_copy, edit_fn)
     with pytest.raises(BundleError, match=message):
         Engine.load(bundle_copy, providers=["cpu"])
