@@ -112,8 +112,9 @@ class Engine:
         self._cache_alone = variant.precision in BATCH_DEPENDENT
         m = bundle.manifest
         self._tokenizer = (
-            TextTokenizer.from_file(
-                bundle.tokenizer_path,
+            TextTokenizer.from_bytes(
+                bundle.data(m.tokenizer) if m.tokenizer else b"",
+                str(bundle.tokenizer_path),
                 max_seq_len=m.max_seq_len,
                 pad_token_id=m.pad_token_id,
                 input_names=m.inputs,
@@ -123,6 +124,7 @@ class Engine:
         )
         self._heads = _HeadSet.of(bundle, runner)
         self.active_providers: tuple[Provider, ...] = runner.graphs[0].providers
+        bundle.release()  # the sessions and the tokenizer hold what they need
         logger.info("loaded %r", self)
 
     # ------------------------------------------------------------------ construction
@@ -441,4 +443,5 @@ class Engine:
             runner = open_swapped_heads(old.runner, b, variant, self._sessions)
             new = _HeadSet.of(b, runner)
             self._heads = new
+        b.release()
         logger.info("heads swapped: %s -> %s (%s)", list(old.heads), list(new.heads), b.root)

@@ -79,6 +79,24 @@ def _host(value: np.ndarray | ort.OrtValue) -> np.ndarray:
     return value.numpy() if isinstance(value, ort.OrtValue) else value
 
 
+_ORT_STATE = ort.capi.onnxruntime_pybind11_state  # type: ignore[attr-defined]
+# what ONNX Runtime raises for a graph it will not load (each its own class, none a common base but Exception)
+_ORT_LOAD_ERRORS: tuple[type[Exception], ...] = tuple(
+    getattr(_ORT_STATE, n)
+    for n in (
+        "Fail",
+        "InvalidArgument",
+        "InvalidGraph",
+        "NoSuchFile",
+        "NoModel",
+        "NotFound",
+        "NotImplemented",
+        "RuntimeException",
+    )
+    if hasattr(_ORT_STATE, n)
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Graph:
     """One session with its input and output names (graph order) and the providers it runs on."""
@@ -130,10 +148,10 @@ def open_graph(
     path = root / name
     try:
         session, active = open_session(role, path)
-    except ort.capi.onnxruntime_pybind11_state.Fail as exc:  # type: ignore[attr-defined]
-        raise BundleError(f"{root}: {name}: ONNX Runtime cannot load it ({exc})") from None
-    except ort.capi.onnxruntime_pybind11_state.InvalidProtobuf as exc:  # type: ignore[attr-defined]
+    except _ORT_STATE.InvalidProtobuf as exc:
         raise BundleError(f"{root}: {name}: not a valid ONNX model ({exc})") from None
+    except _ORT_LOAD_ERRORS as exc:
+        raise BundleError(f"{root}: {name}: ONNX Runtime cannot load it ({exc})") from None
     device = graph_device(active)
     return Graph(
         session=session,

@@ -18,6 +18,7 @@ from typing import Any
 
 from mtst.errors import BundleError, parse_enum
 from mtst.runtime.bundle import Bundle, load_bundle
+from mtst.runtime.consistency import check_dims
 from mtst.runtime.manifest import MANIFEST_NAME, HeadKind, Layout, Precision, Variant, parse_precision
 from mtst.runtime.providers import (
     Provider,
@@ -88,18 +89,26 @@ class Sessions:
     settings: SessionSettings
     io_binding: IoBinding = False  # see mtst.runtime.runners
 
-    def opener(self, root: Path) -> SessionOpener:
-        """Sessions for the graphs of the bundle at ``root``: the encoder with the caller's settings,
-        the heads graphs (a few small matrix products) on one thread each."""
+    def opener(self, bundle: Bundle) -> SessionOpener:
+        """Sessions for the graphs of ``bundle``: the encoder with the caller's settings, the heads
+        graphs (a few small matrix products) on one thread each. A verified bundle's sessions are built
+        from the bytes it verified (the graph and its external data), never from the files again."""
         plan, settings = self.plan, self.settings
         # the heads graphs take embeddings, not token inputs: TensorRT picks their shape ranges itself
         heads_settings = dataclasses.replace(
             settings, intra_op_threads=1, inter_op_threads=1, trt_profiles=()
         )
+        root = bundle.root
 
         def open_session(role: str, path: Path) -> Any:
             chosen = heads_settings if role in ("heads", "token_heads") else settings
-            return create_session(path, plan, chosen, what=f"{root}: {path.relative_to(root).as_posix()}")
+            name = path.relative_to(root).as_posix()
+            what = f"{root}: {name}"
+            if not bundle.verified:
+                return create_session(path, plan, chosen, what=what)
+            return create_session(
+                bundle.data(name), plan, chosen, what=what, external_data=bundle.external_data(name)
+            )
 
         return open_session
 
@@ -117,6 +126,7 @@ def _open_checked(
     )
     check_encoder(runner, m.inputs, b.root)
     check_heads(runner, variant, m.heads, b.root)
+    check_dims(runner, m, b.root)
     return runner
 
 
@@ -145,7 +155,7 @@ def open_variant(
         plan.primary.value,
         "" if precision is None else " (precision requested)",
     )
-    open_session = sessions.opener(b.root)
+    open_session = sessions.opener(b)
     runner = _open_checked(b, variant, open_session, sessions.io_binding)
     active = runner.graphs[0].providers
     running = active[0] if active else Provider.CPU
@@ -212,7 +222,7 @@ def open_swapped_heads(runner: Runner, b: Bundle, variant: Variant, sessions: Se
     """``runner``'s encoder with the heads graphs of ``variant`` of ``b``, opened and checked."""
     if not isinstance(runner, SplitRunner):  # pragma: no cover - swap_variant refuses single graphs
         raise BundleError(f"{b.root}: heads can only be swapped into a split engine")
-    open_session = sessions.opener(b.root)
+    open_session = sessions.opener(b)
     m = b.manifest
     heads = open_heads(
         b.root,
@@ -223,4 +233,5 @@ def open_swapped_heads(runner: Runner, b: Bundle, variant: Variant, sessions: Se
     )
     swapped = runner.with_heads(*heads)
     check_heads(swapped, variant, m.heads, b.root)
+    check_dims(swapped, m, b.root)
     return swapped

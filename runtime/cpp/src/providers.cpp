@@ -30,7 +30,12 @@ std::vector<Precision> preference(Provider p) {
 }
 
 Ort::Env& ort_env() {
-    static Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "mtst");
+    // an edge runtime does not phone home: ONNX Runtime's telemetry events off (as the Python runtime does)
+    static Ort::Env env = [] {
+        Ort::Env e(ORT_LOGGING_LEVEL_WARNING, "mtst");
+        e.DisableTelemetryEvents();
+        return e;
+    }();
     return env;
 }
 
