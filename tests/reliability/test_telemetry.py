@@ -113,3 +113,29 @@ def test_no_network_syscall_while_serving_under_strace(rel_bundle: Path, tmp_pat
         if re.search(r"AF_INET6?\b|connect\(|sendto\(|getaddrinfo", line)
     ]
     assert calls == [], "\n".join(calls[:20])
+
+
+_WRITE_NOTHING = textwrap.dedent(
+    """
+    import sys
+    from mtst.runtime.engine import Engine
+    engine = Engine.load(sys.argv[1], providers=["cpu"])
+    engine.predict(["Book a table in Paris for two.", "thanks"])
+    print("served")
+    """
+)
+
+
+def test_no_device_id_or_event_store_is_written(rel_bundle: Path, tmp_path: Path) -> None:
+    """ONNX Runtime keeps a device id and an offline event store under the user's cache unless it is
+    told at start-up: importing the runtime, loading and serving leaves that cache empty."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    env.update(HOME=str(home), XDG_CACHE_HOME=str(home / ".cache"))
+    res = subprocess.run(
+        [sys.executable, "-c", _WRITE_NOTHING, str(rel_bundle)], capture_output=True, env=env, timeout=300
+    )
+    assert res.returncode == 0 and b"served" in res.stdout, res.stderr.decode()[-2000:]
+    written = sorted(str(p.relative_to(home)) for p in home.rglob("*") if p.is_file())
+    assert written == []
