@@ -25,7 +25,7 @@ Fidelity is that of int8-dynamic (min cosine vs fp32 0.975 vs 0.981, in-domain l
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,15 @@ from mtst.errors import ConfigError
 __all__ = ["activation_ranges", "dynamic_to_static", "fuse_integer_to_float", "quantize_static_cpu"]
 
 Batch = dict[str, np.ndarray]
+HISTOGRAM_BINS = 2048
+MSE_GRID = 96  # candidate ends per side of the mse range search
+DEFAULT_CALIBRATION = "mse"
 
 
-def activation_ranges(
+def _activations(
     model: onnx.ModelProto, names: Sequence[str], batches: Sequence[Batch]
-) -> dict[str, np.ndarray]:
-    """``[min, max]`` (zero included) of each tensor over the real tokens of ``batches`` (padding left out)."""
+) -> Iterator[dict[str, np.ndarray]]:
+    """Per calibration batch: each tensor of ``names`` over the batch's real tokens (padding left out)."""
     import onnxruntime as ort
 
     probe = onnx.ModelProto()
@@ -57,22 +60,98 @@ def activation_ranges(
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
     feeds = [i.name for i in session.get_inputs()]
-    ranges = {n: np.zeros(2, dtype=np.float64) for n in names}
     for batch in batches:
         real = batch["attention_mask"].astype(bool)
-        for name, x in zip(names, session.run(list(names), {k: batch[k] for k in feeds}), strict=True):
-            rows = x[real] if x.ndim == 3 and x.shape[:2] == real.shape else x
-            ranges[name] = np.array([min(ranges[name][0], rows.min()), max(ranges[name][1], rows.max())])
+        values = session.run(list(names), {k: batch[k] for k in feeds})
+        yield {
+            n: (x[real] if x.ndim == 3 and x.shape[:2] == real.shape else x)
+            for n, x in zip(names, values, strict=True)
+        }
+
+
+def activation_ranges(
+    model: onnx.ModelProto, names: Sequence[str], batches: Sequence[Batch]
+) -> dict[str, np.ndarray]:
+    """``[min, max]`` (zero included) of each tensor over the real tokens of ``batches`` (padding left out)."""
+    ranges = {n: np.zeros(2, dtype=np.float64) for n in names}
+    for rows in _activations(model, names, batches):
+        for name, x in rows.items():
+            ranges[name] = np.array([min(ranges[name][0], x.min()), max(ranges[name][1], x.max())])
     return ranges
 
 
-def dynamic_to_static(model: onnx.ModelProto, batches: Sequence[Batch]) -> onnx.ModelProto:
+def activation_histograms(
+    model: onnx.ModelProto,
+    names: Sequence[str],
+    batches: Sequence[Batch],
+    ranges: dict[str, np.ndarray],
+    bins: int = HISTOGRAM_BINS,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(counts, edges) of each tensor's values over the real tokens of ``batches``, on ``bins`` equal bins
+    spanning its MinMax range (:func:`activation_ranges`)."""
+    edges = {n: np.linspace(ranges[n][0], ranges[n][1], bins + 1) for n in names}
+    counts = {n: np.zeros(bins, dtype=np.float64) for n in names}
+    for rows in _activations(model, names, batches):
+        for name, x in rows.items():
+            counts[name] += np.histogram(x.astype(np.float64), bins=edges[name])[0]
+    return {n: (counts[n], edges[n]) for n in names}
+
+
+def clip_range(counts: np.ndarray, edges: np.ndarray, method: str = "mse") -> tuple[float, float]:
+    """The ``[lo, hi]`` (zero included) a uint8 per-tensor scale should span for values histogrammed as
+    ``counts`` over ``edges``.
+
+    ``minmax``: the whole range. ``mse``: the range of least expected squared error over the histogram --
+    values outside are clipped to the range's ends, values inside get uniform rounding noise of
+    ``scale**2 / 12`` -- searched over a grid of both ends. ``percentileP`` (e.g. ``percentile99.99``):
+    the lowest and highest ``(100 - P) / 2`` percent of the values are clipped.
+    """
+    if counts.shape[0] + 1 != edges.shape[0] or counts.sum() <= 0:
+        raise ConfigError(f"clip_range: histogram of {counts.shape[0]} bins with {edges.shape[0]} edges")
+    lo, hi = min(float(edges[0]), 0.0), max(float(edges[-1]), 0.0)
+    if method == "minmax" or hi <= lo:
+        return lo, hi
+    centers = (edges[:-1] + edges[1:]) / 2
+    if method.startswith("percentile"):
+        try:
+            keep = float(method[len("percentile") :])
+        except ValueError:
+            raise ConfigError(f"calibration {method!r}: expected percentileP, e.g. percentile99.99") from None
+        if not 50.0 < keep <= 100.0:
+            raise ConfigError(f"calibration {method!r}: P must be in (50, 100]")
+        cdf = np.cumsum(counts) / counts.sum()
+        tail = (100.0 - keep) / 200.0
+        a = float(edges[int(np.searchsorted(cdf, tail, side="right"))])
+        b = float(edges[int(np.searchsorted(cdf, 1.0 - tail, side="left")) + 1])
+        return min(a, 0.0), max(b, 0.0)
+    if method != "mse":
+        raise ConfigError(f"calibration {method!r}: expected minmax, mse or percentileP")
+    fractions = np.linspace(0.05, 1.0, MSE_GRID)
+    a = (lo * fractions)[:, None, None]  # candidate low ends
+    b = (hi * fractions)[None, :, None]  # candidate high ends
+    x = centers[None, None, :]
+    noise = ((b - a) / 255.0) ** 2 / 12.0
+    err = np.where(x < a, (x - a) ** 2, np.where(x > b, (x - b) ** 2, noise))
+    total = (err * counts[None, None, :]).sum(-1)
+    i, j = np.unravel_index(int(np.argmin(total)), total.shape)
+    return float(lo * fractions[i]), float(hi * fractions[j])
+
+
+def dynamic_to_static(
+    model: onnx.ModelProto, batches: Sequence[Batch], method: str = DEFAULT_CALIBRATION
+) -> onnx.ModelProto:
     """Each ``DynamicQuantizeLinear(x)`` -> ``QuantizeLinear(x, scale, zero_point)`` with constants that
-    keep the outputs' names (its consumers read the same scale and zero point tensors)."""
+    keep the outputs' names (its consumers read the same scale and zero point tensors); the scale spans
+    :func:`clip_range` ``(method)`` of ``x`` over the calibration batches."""
     dql = [n for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"]
     if not dql:
         raise ConfigError("int8-static-cpu: the dynamically quantized graph has no DynamicQuantizeLinear")
-    ranges = activation_ranges(model, [n.input[0] for n in dql], batches)
+    names = list(dict.fromkeys(n.input[0] for n in dql))
+    ranges = activation_ranges(model, names, batches)
+    if method != "minmax":
+        clip_range(np.ones(1), np.array([0.0, 1.0]), method)  # a bad method fails before the second pass
+        hists = activation_histograms(model, names, batches, ranges)
+        ranges = {n: np.array(clip_range(*hists[n], method)) for n in names}
     out = onnx.ModelProto()
     out.CopyFrom(model)
     nodes = []
@@ -155,7 +234,12 @@ def _bias(add: onnx.NodeProto, value: str, constants: dict[str, onnx.TensorProto
 
 
 def quantize_static_cpu(
-    src: Path, dst: Path, *, nodes: Sequence[str], calibration: Sequence[Batch]
+    src: Path,
+    dst: Path,
+    *,
+    nodes: Sequence[str],
+    calibration: Sequence[Batch],
+    method: str = DEFAULT_CALIBRATION,
 ) -> dict[str, Any]:
     """Write the ``int8-static-cpu`` graph of ``src`` (nodes named) to ``dst``; returns its options."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -172,7 +256,7 @@ def quantize_static_cpu(
             nodes_to_quantize=list(nodes),
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
-        static = fuse_integer_to_float(dynamic_to_static(onnx.load(str(dynamic)), calibration))
+        static = fuse_integer_to_float(dynamic_to_static(onnx.load(str(dynamic)), calibration, method))
     onnx.save(static, str(dst))
     return {
         "weight_type": "QInt8",
