@@ -25,7 +25,7 @@ Fidelity is that of int8-dynamic (min cosine vs fp32 0.975 vs 0.981, in-domain l
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,38 +35,15 @@ from onnx import helper, numpy_helper
 
 from mtst.errors import ConfigError
 
+from .smooth import activation_rows, smooth_graph
+
 __all__ = ["activation_ranges", "dynamic_to_static", "fuse_integer_to_float", "quantize_static_cpu"]
 
 Batch = dict[str, np.ndarray]
 HISTOGRAM_BINS = 2048
 MSE_GRID = 96  # candidate ends per side of the mse range search
-DEFAULT_CALIBRATION = "mse"
-
-
-def _activations(
-    model: onnx.ModelProto, names: Sequence[str], batches: Sequence[Batch]
-) -> Iterator[dict[str, np.ndarray]]:
-    """Per calibration batch: each tensor of ``names`` over the batch's real tokens (padding left out)."""
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    have = {o.name for o in probe.graph.output}
-    probe.graph.output.extend(
-        helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in names if n not in have
-    )
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    feeds = [i.name for i in session.get_inputs()]
-    for batch in batches:
-        real = batch["attention_mask"].astype(bool)
-        values = session.run(list(names), {k: batch[k] for k in feeds})
-        yield {
-            n: (x[real] if x.ndim == 3 and x.shape[:2] == real.shape else x)
-            for n, x in zip(names, values, strict=True)
-        }
+DEFAULT_CALIBRATION = "minmax"  # measured best with smoothing (module docstring)
+DEFAULT_SMOOTH_ALPHA: float | None = 0.85
 
 
 def activation_ranges(
@@ -74,7 +51,7 @@ def activation_ranges(
 ) -> dict[str, np.ndarray]:
     """``[min, max]`` (zero included) of each tensor over the real tokens of ``batches`` (padding left out)."""
     ranges = {n: np.zeros(2, dtype=np.float64) for n in names}
-    for rows in _activations(model, names, batches):
+    for rows in activation_rows(model, names, batches):
         for name, x in rows.items():
             ranges[name] = np.array([min(ranges[name][0], x.min()), max(ranges[name][1], x.max())])
     return ranges
@@ -91,7 +68,7 @@ def activation_histograms(
     spanning its MinMax range (:func:`activation_ranges`)."""
     edges = {n: np.linspace(ranges[n][0], ranges[n][1], bins + 1) for n in names}
     counts = {n: np.zeros(bins, dtype=np.float64) for n in names}
-    for rows in _activations(model, names, batches):
+    for rows in activation_rows(model, names, batches):
         for name, x in rows.items():
             counts[name] += np.histogram(x.astype(np.float64), bins=edges[name])[0]
     return {n: (counts[n], edges[n]) for n in names}
@@ -126,7 +103,7 @@ def clip_range(counts: np.ndarray, edges: np.ndarray, method: str = "mse") -> tu
         return min(a, 0.0), max(b, 0.0)
     if method != "mse":
         raise ConfigError(f"calibration {method!r}: expected minmax, mse or percentileP")
-    fractions = np.linspace(0.05, 1.0, MSE_GRID)
+    fractions = np.geomspace(1e-3, 1.0, MSE_GRID)  # ends from 1/1000 of the range up to all of it
     a = (lo * fractions)[:, None, None]  # candidate low ends
     b = (hi * fractions)[None, :, None]  # candidate high ends
     x = centers[None, None, :]
@@ -149,7 +126,6 @@ def dynamic_to_static(
     names = list(dict.fromkeys(n.input[0] for n in dql))
     ranges = activation_ranges(model, names, batches)
     if method != "minmax":
-        clip_range(np.ones(1), np.array([0.0, 1.0]), method)  # a bad method fails before the second pass
         hists = activation_histograms(model, names, batches, ranges)
         ranges = {n: np.array(clip_range(*hists[n], method)) for n in names}
     out = onnx.ModelProto()
@@ -240,14 +216,32 @@ def quantize_static_cpu(
     nodes: Sequence[str],
     calibration: Sequence[Batch],
     method: str = DEFAULT_CALIBRATION,
+    smooth_alpha: float | None = DEFAULT_SMOOTH_ALPHA,
+    embedding_fp32: bool = True,
 ) -> dict[str, Any]:
-    """Write the ``int8-static-cpu`` graph of ``src`` (nodes named) to ``dst``; returns its options."""
+    """Write the ``int8-static-cpu`` graph of ``src`` (nodes named) to ``dst``; returns its options.
+
+    ``method``: how each constant activation range is chosen (:func:`clip_range`); ``smooth_alpha``:
+    SmoothQuant migration strength (:mod:`mtst.export.smooth`; None: off); ``embedding_fp32``: keep the
+    embedding lookup (``EmbedLayerNormalization``) fp32 instead of ``QEmbedLayerNormalization``'s uint8
+    per-tensor tables.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     if not calibration:
         raise ConfigError("int8-static-cpu needs calibration batches (real sentences)")
+    if method != "minmax":
+        clip_range(np.ones(1), np.array([0.0, 1.0]), method)  # a bad method fails before any work
+    if embedding_fp32:
+        types = {n.name: n.op_type for n in onnx.load(str(src), load_external_data=False).graph.node}
+        nodes = [n for n in nodes if types.get(n) != "EmbedLayerNormalization"]
     with tempfile.TemporaryDirectory(prefix="mtst-static-cpu-") as work:
         dynamic = Path(work) / "dynamic.onnx"
+        smoothing: dict[str, Any] | None = None
+        if smooth_alpha is not None:
+            smoothed, smoothing = smooth_graph(onnx.load(str(src)), calibration, nodes, smooth_alpha)
+            src = Path(work) / "smoothed.onnx"
+            onnx.save(smoothed, str(src))
         quantize_dynamic(
             src,
             dynamic,
@@ -261,7 +255,10 @@ def quantize_static_cpu(
     return {
         "weight_type": "QInt8",
         "per_channel": True,
-        "activations": "uint8 per tensor, constant scales (MinMax over calibration, zero included)",
+        "activations": "uint8 per tensor, constant scales over calibration (zero included)",
+        "calibration_method": method,
+        "smoothing": smoothing,  # None: off; else alpha and how many nodes were smoothed / folded
+        "embedding_fp32": embedding_fp32,
         "batch_invariant": True,
         "calibration_batches": len(calibration),
         "calibration_sentences": int(sum(len(b["input_ids"]) for b in calibration)),
