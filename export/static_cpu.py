@@ -104,11 +104,11 @@ def clip_range(counts: np.ndarray, edges: np.ndarray, method: str = "mse") -> tu
     if method != "mse":
         raise ConfigError(f"calibration {method!r}: expected minmax, mse or percentileP")
     fractions = np.geomspace(1e-3, 1.0, MSE_GRID)  # ends from 1/1000 of the range up to all of it
-    a = (lo * fractions)[:, None, None]  # candidate low ends
-    b = (hi * fractions)[None, :, None]  # candidate high ends
+    los = (lo * fractions)[:, None, None]  # candidate low ends
+    his = (hi * fractions)[None, :, None]  # candidate high ends
     x = centers[None, None, :]
-    noise = ((b - a) / 255.0) ** 2 / 12.0
-    err = np.where(x < a, (x - a) ** 2, np.where(x > b, (x - b) ** 2, noise))
+    noise = ((his - los) / 255.0) ** 2 / 12.0
+    err = np.where(x < los, (x - los) ** 2, np.where(x > his, (x - his) ** 2, noise))
     total = (err * counts[None, None, :]).sum(-1)
     i, j = np.unravel_index(int(np.argmin(total)), total.shape)
     return float(lo * fractions[i]), float(hi * fractions[j])
