@@ -12,8 +12,9 @@ The accuracy guard can keep *sensitive node groups* of the core in fp32 as well
 - ``int8-dynamic``: ``quantize_dynamic``, QInt8 weights **per channel** (per-tensor loses too much on
   MiniLM), on the fused graph; ``DefaultTensorType`` fills in the types that ORT's contrib ops hide
   from ONNX shape inference.
-- ``int8-static-cpu``: the int8-dynamic graph with constant activation scales calibrated on real
-  sentences (:mod:`mtst.export.static_cpu`): the same CPU kernels and speed, batch-invariant answers.
+- ``int8-static-cpu``: the int8-dynamic graph of the smoothed fp32 graph (:mod:`mtst.export.smooth`)
+  with constant activation scales calibrated on real sentences (:mod:`mtst.export.static_cpu`): the
+  same CPU kernels and speed, batch-invariant answers.
 - ``int8-static``: ``quantize_static`` in QDQ format (what TensorRT consumes), symmetric int8
   activations and per-channel weights, MinMax calibration on real sentences, on the *unfused* graph
   (TensorRT fuses itself and does not take ORT's contrib ops).

@@ -111,6 +111,16 @@ def test_int8_on_the_tiny_model_and_the_guard_in_agreement_mode(
     ops = {n.op_type for n in onnx.load(str(out / "model.int8-static-cpu.onnx")).graph.node}
     assert "DynamicQuantizeLinear" not in ops and "MatMulInteger" not in ops
     assert {"QuantizeLinear", "MatMulIntegerToFloat", "QAttention"} <= ops
+    # smoothed before quantizing, the embedding lookup left fp32; what was done is in the manifest
+    quant = v.details["quantization"]
+    assert quant["calibration_method"] == "minmax" and quant["embedding_fp32"] is True
+    smoothing = quant["smoothing"]
+    assert (
+        smoothing["alpha"] == 0.85 and smoothing["nodes"] == smoothing["folded"] + smoothing["mul_nodes"] > 0
+    )
+    assert "EmbedLayerNormalization" in ops and "QEmbedLayerNormalization" not in ops
+    graph = onnx.load(str(out / "model.int8-static-cpu.onnx")).graph
+    assert sum(n.name.endswith("_smooth") for n in graph.node) == smoothing["mul_nodes"]
     assert report.guard == "label agreement on real sentences (no validation data)"
     guard = v.details["guard"]
     assert guard["attempts"][-1]["passed"]
