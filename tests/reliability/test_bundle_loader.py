@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -388,3 +389,41 @@ def test_manifest_checks_match_what_the_exporter_writes(rel_bundle: Path) -> Non
     assert Manifest.from_dict(json.loads(m.to_json())) == m
     assert sha((rel_bundle / "model.onnx").read_bytes()) == m.files["model.onnx"].sha256
     assert ort.get_available_providers()
+
+
+def test_read_fd_returns_whole_files_and_chunked_streams(tmp_path: Path) -> None:
+    # a regular file comes back from one read, as is; a pipe that delivers in pieces is still read
+    # up to the limit, and never past it
+    from mtst.runtime.manifest_schema import read_fd
+
+    data = bytes(range(256)) * 4099
+    f = tmp_path / "blob"
+    f.write_bytes(data)
+    for limit, want in ((len(data) + 1, data), (len(data), data), (1000, data[:1000])):
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            assert read_fd(fd, limit) == want
+        finally:
+            os.close(fd)
+    r, w = os.pipe()
+    os.write(w, data[:3000])
+
+    def rest() -> None:  # arrives after the first read has returned its 3000 bytes
+        time.sleep(0.2)
+        os.write(w, data[3000:5000])
+        os.close(w)
+
+    writer = threading.Thread(target=rest)
+    writer.start()
+    try:
+        assert read_fd(r, 4500) == data[:4500]
+    finally:
+        writer.join()
+        os.close(r)
+    r, w = os.pipe()
+    os.write(w, data[:10])
+    os.close(w)
+    try:
+        assert read_fd(r, 100) == data[:10]
+    finally:
+        os.close(r)
