@@ -262,6 +262,35 @@ def test_files_swapped_after_verification_are_never_used(bundle_copy: Path, rel_
     assert b.blobs == {}  # released once the engine holds its sessions and tokenizer
 
 
+def test_graph_bytes_are_let_go_before_the_tokenizer_is_built(
+    rel_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # peak memory of a load: the graph bytes (and onnxruntime's own reference to them) are gone by
+    # the time the tokenizer is built, so the two never count together
+    import mtst.runtime.engine as engine_mod
+    from mtst.runtime.tokenize import TextTokenizer
+
+    loaded = []
+    real_load, real_from_bytes = engine_mod.load_bundle, TextTokenizer.from_bytes
+
+    def recording_load(*args, **kwargs):  # the real loader; the test keeps its bundle
+        loaded.append(real_load(*args, **kwargs))
+        return loaded[-1]
+
+    held = []
+
+    def recording_from_bytes(*args, **kwargs):  # the real builder; the test notes what is still held
+        held.append(dict(loaded[-1].blobs))
+        return real_from_bytes(*args, **kwargs)
+
+    monkeypatch.setattr(engine_mod, "load_bundle", recording_load)
+    monkeypatch.setattr(TextTokenizer, "from_bytes", recording_from_bytes)
+    engine = Engine.load(rel_bundle, providers=["cpu"])
+    assert held == [{}]
+    assert all(getattr(g.session, "_model_bytes", None) is None for g in engine._heads.runner.graphs)
+    assert engine.predict(TEXTS[:2])[0].heads
+
+
 def test_file_changed_in_place_after_a_cached_hash_is_hashed_again(bundle_copy: Path) -> None:
     put(bundle_copy / "model.onnx", (bundle_copy / "model.onnx").read_bytes())  # our own inode, not a link
     load_bundle(bundle_copy)
