@@ -112,9 +112,7 @@ class Engine:
         self._cache_alone = variant.precision in BATCH_DEPENDENT
         m = bundle.manifest
         tokenizer_json = bundle.data(m.tokenizer) if m.tokenizer and runner.encoder is not None else None
-        # the sessions hold what they need: the graph bytes go before the tokenizer is built, so that
-        # the two never count together in the peak memory of a load
-        bundle.release()
+        bundle.release()  # the sessions hold what they need: the graph bytes go before the tokenizer comes
         self._tokenizer = (
             TextTokenizer.from_bytes(
                 tokenizer_json or b"",
