@@ -8,7 +8,11 @@ process would report the parent's size), ``resource.getrusage`` elsewhere. Times
 (``time.time``), comparable across the two processes.
 
 The file cache is warm after the first run of a system (one warm-up run per system is not recorded),
-so these are *process-cold, disk-warm* figures: what an edge app pays on every restart.
+so these are *process-cold, disk-warm* figures: what an edge app pays on every restart. Compiled
+bytecode is warm too, as for any installed package (pip writes it at install time): the children
+write and read it under one temporary ``PYTHONPYCACHEPREFIX`` even where ``PYTHONDONTWRITEBYTECODE``
+is set (this machine sets it), or an editable checkout would compile every module of its own on
+every start (about 50 ms for mtst.runtime here) while peers installed from wheels would not.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -141,22 +146,27 @@ class ColdStart:
         return cls(**{**d, "totals_s": tuple(d["totals_s"]), "extra": d.get("extra", {})})
 
 
-def _child_env(extra: dict[str, str]) -> dict[str, str]:
+def _child_env(extra: dict[str, str], pycache: str | None = None) -> dict[str, str]:
     env = dict(os.environ) | extra
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     env.setdefault("PYTHONWARNINGS", "ignore")
+    if pycache is not None:  # bytecode as an installed package has it (module docstring)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = pycache
     return env
 
 
-def run_child(spec: ColdStartSpec, *, timeout_s: float = 300.0) -> dict[str, Any]:
-    """One fresh process; returns its phase times (absolute) and peak RSS, plus ``t_spawn``."""
+def run_child(spec: ColdStartSpec, *, timeout_s: float = 300.0, pycache: str | None = None) -> dict[str, Any]:
+    """One fresh process; returns its phase times (absolute) and peak RSS, plus ``t_spawn``.
+
+    ``pycache``: the folder the child keeps compiled bytecode in (None: as the environment says)."""
     args = {"imports": spec.imports, "load": spec.load, "first": spec.first, **spec.params}
     t_spawn = time.time()
     proc = subprocess.run(
         [spec.python or sys.executable, "-c", _CHILD, json.dumps(args)],
         capture_output=True,
         text=True,
-        env=_child_env(spec.env),
+        env=_child_env(spec.env, pycache),
         timeout=timeout_s,
         check=False,
     )
@@ -182,13 +192,14 @@ def run_cold_starts(
     if runs < 1:
         raise ValueError(f"cold start runs {runs!r}: expected >= 1")
     samples: dict[str, list[dict[str, Any]]] = {s.name: [] for s in specs}
-    for k in range(warmup + runs):
-        for spec in specs:
-            sample = run_child(spec)
-            if k >= warmup:
-                samples[spec.name].append(sample)
-            if on_run is not None:
-                on_run()
+    with tempfile.TemporaryDirectory(prefix="mtst-coldstart-pycache-") as pycache:
+        for k in range(warmup + runs):
+            for spec in specs:
+                sample = run_child(spec, pycache=pycache)
+                if k >= warmup:
+                    samples[spec.name].append(sample)
+                if on_run is not None:
+                    on_run()
     out: dict[str, ColdStart] = {}
     for name, rows in samples.items():
 

@@ -111,9 +111,11 @@ class Engine:
         # text's own, not one that depends on whichever batch the text first came in
         self._cache_alone = variant.precision in BATCH_DEPENDENT
         m = bundle.manifest
+        tokenizer_json = bundle.data(m.tokenizer) if m.tokenizer and runner.encoder is not None else None
+        bundle.release()  # the sessions hold what they need: the graph bytes go before the tokenizer comes
         self._tokenizer = (
             TextTokenizer.from_bytes(
-                bundle.data(m.tokenizer) if m.tokenizer else b"",
+                tokenizer_json or b"",
                 str(bundle.tokenizer_path),
                 max_seq_len=m.max_seq_len,
                 pad_token_id=m.pad_token_id,
@@ -124,7 +126,6 @@ class Engine:
         )
         self._heads = _HeadSet.of(bundle, runner)
         self.active_providers: tuple[Provider, ...] = runner.graphs[0].providers
-        bundle.release()  # the sessions and the tokenizer hold what they need
         logger.info("loaded %r", self)
 
     # ------------------------------------------------------------------ construction

@@ -313,6 +313,11 @@ def create_session(
         providers=providers,
         disabled_optimizers=disabled_optimizers(plan) or None,
     )
+    if isinstance(model, bytes) and getattr(session, "_model_bytes", None) is model:
+        # onnxruntime's Python session keeps the serialized graph for as long as it lives, only to
+        # rebuild itself on set_providers() (which mtst never calls): the whole graph file (23 MB for
+        # an int8 MiniLM) held twice beside the session's own tensors. Let it go.
+        session._model_bytes = None
     return session, check_active(
         session, plan, what=what or str(model if not isinstance(model, bytes) else "graph")
     )

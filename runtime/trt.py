@@ -21,9 +21,7 @@ come from the token lengths of a sample of real sentences:
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
-import importlib.metadata
 import logging
 import re
 from collections.abc import Sequence
@@ -129,6 +127,11 @@ def gpu_name(device_id: int = 0) -> str:
 
 def tensorrt_version() -> str:
     """The TensorRT release ONNX Runtime would load ("10.9.0"), or "unknown"."""
+    # imported here, not at the top: importlib.metadata (email, zipfile, ...) costs every engine's
+    # cold start 15-60 ms, and only TensorRT sessions ask for a version
+    import ctypes
+    import importlib.metadata
+
     for dist in ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu13-libs", "tensorrt-cu12-libs"):
         try:
             return importlib.metadata.version(dist)

@@ -231,3 +231,31 @@ def test_peer_process_answers_and_reports_child_errors() -> None:
     finally:
         proc.close()
     assert proc._proc.poll() is not None  # closed: the child has exited
+
+
+def test_cold_start_children_use_compiled_bytecode_like_an_installed_package(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PYTHONDONTWRITEBYTECODE (set on this machine) made every child compile an editable checkout's
+    # modules on every start; the children now keep bytecode under one temporary prefix per series
+    from mtst.bench.coldstart import ColdStartSpec, run_child, run_cold_starts
+
+    pkg = tmp_path / "coldpkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("VALUE = 41\n")
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    spec = ColdStartSpec(
+        name="plain",
+        imports="import coldpkg, sys",
+        load="extra = {'dont_write': sys.flags.dont_write_bytecode, 'prefix': sys.pycache_prefix}",
+        first="assert coldpkg.VALUE == 41",
+        params={},
+    )
+    prefix = tmp_path / "pyc"
+    child = run_child(spec, pycache=str(prefix))
+    assert child["extra"] == {"dont_write": 0, "prefix": str(prefix)}
+    assert list(prefix.rglob("coldpkg/__init__*.pyc"))
+    assert run_child(spec)["extra"]["dont_write"] == 1  # without a prefix: as the environment says
+    (result,) = run_cold_starts([spec], runs=1).values()
+    assert result.extra["dont_write"] == 0 and "mtst-coldstart-pycache-" in result.extra["prefix"]

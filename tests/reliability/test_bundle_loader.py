@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import time
 import tracemalloc
 from pathlib import Path
@@ -261,6 +262,35 @@ def test_files_swapped_after_verification_are_never_used(bundle_copy: Path, rel_
     assert b.blobs == {}  # released once the engine holds its sessions and tokenizer
 
 
+def test_graph_bytes_are_let_go_before_the_tokenizer_is_built(
+    rel_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # peak memory of a load: the graph bytes (and onnxruntime's own reference to them) are gone by
+    # the time the tokenizer is built, so the two never count together
+    import mtst.runtime.engine as engine_mod
+    from mtst.runtime.tokenize import TextTokenizer
+
+    loaded = []
+    real_load, real_from_bytes = engine_mod.load_bundle, TextTokenizer.from_bytes
+
+    def recording_load(*args, **kwargs):  # the real loader; the test keeps its bundle
+        loaded.append(real_load(*args, **kwargs))
+        return loaded[-1]
+
+    held = []
+
+    def recording_from_bytes(*args, **kwargs):  # the real builder; the test notes what is still held
+        held.append(dict(loaded[-1].blobs))
+        return real_from_bytes(*args, **kwargs)
+
+    monkeypatch.setattr(engine_mod, "load_bundle", recording_load)
+    monkeypatch.setattr(TextTokenizer, "from_bytes", recording_from_bytes)
+    engine = Engine.load(rel_bundle, providers=["cpu"])
+    assert held == [{}]
+    assert all(getattr(g.session, "_model_bytes", None) is None for g in engine._heads.runner.graphs)
+    assert engine.predict(TEXTS[:2])[0].heads
+
+
 def test_file_changed_in_place_after_a_cached_hash_is_hashed_again(bundle_copy: Path) -> None:
     put(bundle_copy / "model.onnx", (bundle_copy / "model.onnx").read_bytes())  # our own inode, not a link
     load_bundle(bundle_copy)
@@ -388,3 +418,41 @@ def test_manifest_checks_match_what_the_exporter_writes(rel_bundle: Path) -> Non
     assert Manifest.from_dict(json.loads(m.to_json())) == m
     assert sha((rel_bundle / "model.onnx").read_bytes()) == m.files["model.onnx"].sha256
     assert ort.get_available_providers()
+
+
+def test_read_fd_returns_whole_files_and_chunked_streams(tmp_path: Path) -> None:
+    # a regular file comes back from one read, as is; a pipe that delivers in pieces is still read
+    # up to the limit, and never past it
+    from mtst.runtime.manifest_schema import read_fd
+
+    data = bytes(range(256)) * 4099
+    f = tmp_path / "blob"
+    f.write_bytes(data)
+    for limit, want in ((len(data) + 1, data), (len(data), data), (1000, data[:1000])):
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            assert read_fd(fd, limit) == want
+        finally:
+            os.close(fd)
+    r, w = os.pipe()
+    os.write(w, data[:3000])
+
+    def rest() -> None:  # arrives after the first read has returned its 3000 bytes
+        time.sleep(0.2)
+        os.write(w, data[3000:5000])
+        os.close(w)
+
+    writer = threading.Thread(target=rest)
+    writer.start()
+    try:
+        assert read_fd(r, 4500) == data[:4500]
+    finally:
+        writer.join()
+        os.close(r)
+    r, w = os.pipe()
+    os.write(w, data[:10])
+    os.close(w)
+    try:
+        assert read_fd(r, 100) == data[:10]
+    finally:
+        os.close(r)

@@ -260,6 +260,33 @@ def test_predict_from_embeddings(toy_split: Path, toy_single: Path, sentences: l
         Engine.load(toy_single, providers="cpu").predict_from_embeddings(emb)
 
 
+def test_predict_from_embeddings_same_answers_for_every_layout_of_the_input(
+    toy_split: Path, sentences: list[str]
+) -> None:
+    # float32 C-contiguous input goes to the heads as it is; Fortran order, strided views, float64,
+    # float16, int and lists take the general path (converted, checked) and must answer the same
+    engine = Engine.load(toy_split, providers="cpu")
+    emb = engine.embed(sentences)
+    want = engine.predict_from_embeddings(emb)
+    wide = np.zeros((len(emb), 2 * emb.shape[1]), dtype=np.float32)
+    wide[:, ::2] = emb
+    strided = wide[:, ::2]  # same values, not contiguous
+    assert not strided.flags.c_contiguous
+    for same in (np.asfortranarray(emb), strided, emb.astype(np.float64), emb.tolist()):
+        assert engine.predict_from_embeddings(same) == want
+    assert engine.predict_from_embeddings(strided[2]) == want[2:3]
+    low = engine.predict_from_embeddings(emb.astype(np.float16))
+    assert [r["intent"].label for r in low] == [r["intent"].label for r in want]
+    bad = wide.copy()
+    bad[4, 2 * 3] = np.inf  # row 4 of the strided view
+    with pytest.raises(ValueError, match=r"^embeddings\[4\]: contains NaN or infinity"):
+        engine.predict_from_embeddings(bad[:, ::2])
+    with pytest.raises(ValueError, match=r"^embeddings\[4\]: contains NaN or infinity"):
+        engine.predict_from_embeddings(bad[:, ::2].astype(np.float64))
+    with pytest.raises(ValueError, match=r"^embeddings\[0\]: contains NaN or infinity"):
+        engine.predict_from_embeddings(np.full(emb.shape[1], np.nan, dtype=np.float32))
+
+
 @pytest.fixture(scope="module")
 def other_heads(minilm_tokenizer_json: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Toy, Path]:
     """A heads-only bundle for the same encoder hash, with different head weights."""

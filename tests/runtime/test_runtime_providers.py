@@ -193,3 +193,22 @@ def test_allowed_session_fallback_switches_to_the_cpu_variant(
         Engine.load(multi_bundle, providers="cuda", allow_fallback=True, precision="fp16").variant.key
         == "fp16/single"
     )
+
+
+def test_session_from_bytes_does_not_keep_the_graph_bytes(toy_single: Path) -> None:
+    # onnxruntime's Python session would hold the serialized graph for its whole life (a second copy
+    # of every weight); create_session lets it go, and the session still answers
+    import numpy as np
+
+    data = (toy_single / "model.onnx").read_bytes()
+    session, _ = create_session(data, resolve_providers("cpu"), SessionSettings())
+    assert getattr(session, "_model_bytes", None) is None
+    feeds = {
+        i.name: np.ones((1, 5), dtype=np.int64)
+        if i.name != "token_type_ids"
+        else np.zeros((1, 5), dtype=np.int64)
+        for i in session.get_inputs()
+    }
+    from_path, _ = create_session(toy_single / "model.onnx", resolve_providers("cpu"), SessionSettings())
+    for a, b in zip(session.run(None, feeds), from_path.run(None, feeds), strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -172,6 +172,25 @@ def test_decode_sentence() -> None:
         a.label = "z"  # type: ignore[misc]
 
 
+def test_decode_sentence_of_one_row_is_the_batch_answer_bit_for_bit() -> None:
+    # batch 1 takes its own softmax (fewer temporaries): every label, score and probability must be
+    # exactly those of the same row decoded inside a batch (float32 arithmetic, same reductions)
+    rng = np.random.default_rng(7)
+    for width in (1, 2, 9, 77, 301):
+        labels = [f"l{i}" for i in range(width)]
+        for scale in (0.01, 1.0, 30.0, 1e4):
+            batch = (rng.normal(size=(16, width)) * scale).astype(np.float32)
+            batch[3] = batch[3, ::-1]
+            together = decode_sentence(batch, labels)
+            for i in range(len(batch)):
+                assert decode_sentence(batch[i : i + 1], labels) == [together[i]]
+                strided = np.asfortranarray(batch)[i : i + 1]  # not C-contiguous rows
+                assert decode_sentence(strided, labels) == [together[i]]
+                assert decode_sentence(batch[i : i + 1].astype(np.float64), labels) == [together[i]]
+    tie = decode_sentence(np.array([[1.0, 3.0, 3.0]]), ["a", "b", "c"])
+    assert tie[0].label == "b"  # the first of equal maxima, as argmax over the batch
+
+
 def test_decode_tokens_uses_words_and_offsets(tok: TextTokenizer) -> None:
     text = "Angela Merkel visited Washington"
     (enc,), _ = tok.encode([text])
