@@ -29,6 +29,7 @@ from typing import Any, TypeVar, Union
 
 from mtst.data.sources import DataSource
 from mtst.errors import ConfigError, parse_enum
+from mtst.schema_abstain import CalibrationConfig, CrossTaskConfig
 from mtst.schema import (
     AugmentConfig,
     CheckpointConfig,
@@ -50,8 +51,10 @@ from mtst.schema import (
 
 __all__ = [
     "AugmentConfig",
+    "CalibrationConfig",
     "CheckpointConfig",
     "CompareConfig",
+    "CrossTaskConfig",
     "EvalConfig",
     "FreezeConfig",
     "FreezePolicy",

@@ -32,6 +32,7 @@ import torch
 from mtst.alignment import token_lengths
 from mtst.augment import build_augmenter
 from mtst.config import StageConfig, TrainConfig
+from mtst.cross_task import CrossTaskLoss
 from mtst.data import load_task_data
 from mtst.device import amp_dtype, resolve_device
 from mtst.errors import ConfigError
@@ -146,8 +147,15 @@ class _Run:
         }
         aug_rngs = {name: random.Random(cfg.seed * 1_000_003 + i) for i, name in enumerate(self.data)}
         self.run_parts = RunParts(self.weighter, self.batchers, aug_rngs)
+        cross = CrossTaskLoss(cfg, self.model, self.data, device=device)
         self.task_loss = TaskLoss(
-            self.model, self.data, self.augmenters, aug_rngs, device=device, amp_dtype=self.amp_dtype
+            self.model,
+            self.data,
+            self.augmenters,
+            aug_rngs,
+            device=device,
+            amp_dtype=self.amp_dtype,
+            cross=cross if cross.enabled or cross.ood else None,
         )
         self.state = LoopState(task_steps={t: 0 for t in self.data})
         self.stages = cfg.effective_stages()
@@ -207,8 +215,13 @@ class _Run:
             st.schedule.apply(opt, state.stage_step)  # the lr of this step
             task = next(st.sampler)  # one batch of one task
             indices = next(self.batchers[task])
-            task_loss = self.task_loss(task, indices, st.caches.get(task))
+            batch = self.task_loss(
+                task, indices, st.caches.get(task), step=state.step, heads=st.plan.trained_heads
+            )
+            task_loss = batch.task
             loss = self.weighter(task, task_loss.float())
+            if batch.cross is not None:  # the other heads' not-mine losses (mtst.cross_task)
+                loss = loss + batch.cross
             scaler.scale(loss).backward()
             if cfg.optim.grad_clip is not None:
                 scaler.unscale_(opt)
