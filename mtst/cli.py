@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TrainOptions",
+    "calibrate_main",
     "data_root_option",
     "embed_main",
     "main",
@@ -192,6 +193,82 @@ def _hand_over_compare(args: Sequence[str]) -> int:
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
     click.echo(proc.stdout, nl=False)
     return proc.returncode
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@data_root_option
+@click.option(
+    "--target", type=click.Choice(["coverage", "risk", "none"]), help="Sentence heads' threshold target."
+)
+@click.option("--value", type=float, help="Coverage (share answered) or risk (share wrong) to aim for.")
+@click.option(
+    "--token-target", type=click.Choice(["coverage", "risk", "none"]), help="The same for token heads."
+)
+@click.option("--token-value", type=float, help="The same for token heads.")
+@verbosity_options
+def calibrate_main(
+    checkpoint: Path,
+    data_root: Path | None,
+    target: str | None,
+    value: float | None,
+    token_target: str | None,
+    token_value: float | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Fit a temperature and an abstention threshold per head of CHECKPOINT on its validation data
+    (the training config's), and write them into its mtst.json."""
+    need_torch()
+    setup_logging(verbose, quiet)
+    try:
+        reports = _calibrate(checkpoint, data_root, target, value, token_target, token_value)
+    except MtstError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        "| task | temperature | threshold | validation coverage | test ECE before -> after | test Brier before -> after |"
+    )
+    click.echo("|---|---:|---:|---:|---|---|")
+    for name, r in reports.items():
+        val, test = r.details.get("validation", {}), r.details.get("test", {})
+        ece = f"{test['ece_before']:.4f} -> {test['ece_after']:.4f}" if "ece_before" in test else "–"
+        brier = f"{test['brier_before']:.4f} -> {test['brier_after']:.4f}" if "brier_before" in test else "–"
+        cov = f"{val['coverage']:.4f}" if val else "–"
+        click.echo(f"| {name} | {r.temperature:.4f} | {r.threshold:.4f} | {cov} | {ece} | {brier} |")
+    click.echo(f"written: {checkpoint / 'mtst.json'}")
+
+
+def _calibrate(
+    checkpoint: Path,
+    data_root: Path | None,
+    target: str | None,
+    value: float | None,
+    token_target: str | None,
+    token_value: float | None,
+) -> dict[str, Any]:
+    from mtst.calibrate import calibrate_model, write_calibration
+    from mtst.checkpoint import read_meta
+    from mtst.config import config_from_dict
+    from mtst.data import load_task_data
+    from mtst.errors import CheckpointError
+    from mtst.model import load_model
+
+    meta = read_meta(checkpoint)
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(
+            f"{checkpoint}: mtst.json has no training config: its validation data is unknown"
+        )
+    raw = dict(meta["config"])
+    raw["data_root"] = (
+        str(data_root) if data_root is not None else meta.get("data_root", raw.get("data_root"))
+    )
+    given = {"target": target, "value": value, "token_target": token_target, "token_value": token_value}
+    raw["calibration"] = {**raw.get("calibration", {}), **{k: v for k, v in given.items() if v is not None}}
+    cfg = config_from_dict(raw)
+    model = load_model(checkpoint)
+    reports = calibrate_model(model, load_task_data(cfg), cfg.calibration, batch_size=cfg.eval.batch_size)
+    write_calibration(checkpoint, reports)
+    return reports
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

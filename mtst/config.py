@@ -29,7 +29,6 @@ from typing import Any, TypeVar, Union
 
 from mtst.data.sources import DataSource
 from mtst.errors import ConfigError, parse_enum
-from mtst.schema_abstain import CalibrationConfig, CrossTaskConfig
 from mtst.schema import (
     AugmentConfig,
     CheckpointConfig,
@@ -48,6 +47,7 @@ from mtst.schema import (
     TaskConfig,
     TrainConfig,
 )
+from mtst.schema_abstain import CalibrationConfig, CrossTaskConfig
 
 __all__ = [
     "AugmentConfig",

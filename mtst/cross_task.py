@@ -57,9 +57,7 @@ class CrossTaskLoss:
         self.model, self.device, self.seed = model, device, cfg.seed
         self.batch_size = cfg.optim.batch_size
         self.kinds = {name: d.spec.kind for name, d in data.items()}
-        self.outside = {
-            name: d.label_to_id["O"] for name, d in data.items() if d.spec.kind is TaskKind.TOKEN
-        }
+        self.outside = {name: d.label_to_id["O"] for name, d in data.items() if d.spec.kind is TaskKind.TOKEN}
         self.ood = {name: d.ood for name, d in data.items() if d.ood}
         self.special = torch.tensor(sorted(model.tokenizer.all_special_ids), dtype=torch.long)
         if self.enabled:
@@ -133,7 +131,9 @@ class CrossTaskLoss:
         rng = np.random.default_rng((self.seed, step, 2))
         picks = rng.choice(len(pool), size=k, replace=len(pool) < k)
         model = self.model
-        enc = encode_sentence_batch(model.tokenizer, [pool[int(i)] for i in picks], max_seq_len=model.max_seq_len)
+        enc = encode_sentence_batch(
+            model.tokenizer, [pool[int(i)] for i in picks], max_seq_len=model.max_seq_len
+        )
         inputs = {k: torch.from_numpy(v).to(self.device) for k, v in enc.items() if k in model.input_names}
         states, emb = model.encode_tokens(**inputs)
         if self.kinds[task] is TaskKind.TOKEN:

@@ -384,8 +384,7 @@ class TrainConfig:
         known = set(names)
 
         def check_names(where: str, given: Sequence[str]) -> None:
-            unknown = [n for n in given if n not in known]
-            if unknown:
+            if unknown := [n for n in given if n not in known]:
                 raise ConfigError(f"{where}: unknown task(s) {unknown}; the tasks are {names}")
 
         if self.sampling.strategy is SamplingStrategy.WEIGHTS:

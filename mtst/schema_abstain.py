@@ -81,7 +81,9 @@ class CrossTaskConfig:
                 raise ConfigError(f"cross_task.{name}: expected a value in [0, 1], got {v!r}")
         for pair in self.exclude:
             if len(pair) != 2 or pair[0] == pair[1]:
-                raise ConfigError(f"cross_task.exclude: expected pairs of two different tasks, got {list(pair)}")
+                raise ConfigError(
+                    f"cross_task.exclude: expected pairs of two different tasks, got {list(pair)}"
+                )
 
     def active(self, n_tasks: int) -> bool:
         return self.enabled if self.enabled is not None else n_tasks > 1

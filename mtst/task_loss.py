@@ -100,7 +100,11 @@ class TaskLoss:
         logits = out.logits[task]  # (B, T, L)
         labels = torch.from_numpy(labels_np).to(self.device)
         if not bool((labels != IGNORE_INDEX).any()):
-            return logits.float().sum() * 0.0, out, inputs["input_ids"]  # nothing labelled survived truncation
+            return (
+                logits.float().sum() * 0.0,
+                out,
+                inputs["input_ids"],
+            )  # nothing labelled survived truncation
         loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
         return loss, out, inputs["input_ids"]
 

@@ -22,7 +22,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import torch
 
 from mtst.alignment import token_lengths
 from mtst.augment import build_augmenter
+from mtst.calibrate import calibrate_model, write_calibration
 from mtst.config import StageConfig, TrainConfig
 from mtst.cross_task import CrossTaskLoss
 from mtst.data import load_task_data
@@ -83,6 +84,7 @@ class TrainResult:
     params_total: int
     params_trainable: int
     loss_weights: dict[str, float]
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> report (mtst.calibrate)
 
 
 def train(
@@ -393,8 +395,16 @@ class _Run:
         if set(validation) != set(tasks):
             validation = self.evaluate(tasks, "validation", last)
         test = self.evaluate(tasks, "test")
+        calibration: dict[str, dict[str, Any]] = {}
+        if self.cfg.calibration.enabled and best.is_dir():  # temperatures + thresholds from validation data
+            reports = calibrate_model(
+                self.model, self.data, self.cfg.calibration, batch_size=self.cfg.eval.batch_size
+            )
+            write_calibration(best, reports)
+            calibration = {name: r.to_dict() for name, r in reports.items()}
         atomic_write_json(
-            self.run_dir / "test_metrics.json", {"best_step": self.state.best_step, "metrics": test}
+            self.run_dir / "test_metrics.json",
+            {"best_step": self.state.best_step, "metrics": test, "calibration": calibration},
         )
         final = self.stages[-1]
         plan = last.plan if last is not None else plan_freezing(self.model, final.freeze, tasks=final.tasks)
@@ -412,6 +422,7 @@ class _Run:
             params_total=total,
             params_trainable=trainable,
             loss_weights=self.weighter.weights(),
+            calibration=calibration,
         )
         summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
         atomic_write_json(self.run_dir / "results.json", summary)

@@ -69,13 +69,33 @@ def _table_row(i: int, p: Prediction) -> str:
     cells = [f"{i:>4}", _short(p.text, 40).ljust(40)]
     for name, r in p.heads.items():
         if isinstance(r, SentenceLabel):
-            cells.append(f"{name}={r.label} ({r.score:.2f})")
+            answer = f"no answer ({r.label} {r.score:.2f})" if r.abstained else f"{r.label} ({r.score:.2f})"
+            cells.append(f"{name}={answer}")
         elif isinstance(r, TokenEntities):
             ents = ", ".join(f"{e.text}/{e.label}" for e in r.entities) or "-"
             cells.append(f"{name}=[{ents}]")
     if p.truncated:
         cells.append("(truncated)")
     return "  ".join(cells)
+
+
+def _thresholds(values: tuple[str, ...]) -> dict[str, float] | None:
+    """``--threshold HEAD=VALUE`` options -> {head: value} (None when none is given)."""
+    out: dict[str, float] = {}
+    for v in values:
+        head, sep, raw = v.partition("=")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not sep or not head.strip() or not 0.0 <= value <= 1.0:
+            raise click.BadParameter(
+                f"{v!r}: expected HEAD=VALUE with VALUE in [0, 1]", param_hint="--threshold"
+            )
+        if head.strip() in out:
+            raise click.BadParameter(f"head {head.strip()!r} given twice", param_hint="--threshold")
+        out[head.strip()] = value
+    return out or None
 
 
 def _emit(preds: list[Prediction], fmt: str, start: int, *, embedding: bool, logits: bool) -> None:
@@ -125,6 +145,16 @@ def _emit(preds: list[Prediction], fmt: str, start: int, *, embedding: bool, log
     show_default=True,
     help="Drop entities scored below this (mean tag probability of their words).",
 )
+@click.option(
+    "--threshold",
+    "thresholds",
+    multiple=True,
+    metavar="HEAD=VALUE",
+    help="Override a head's abstention threshold (repeatable), e.g. intent=0.5.",
+)
+@click.option(
+    "--no-abstain", is_flag=True, help="Thresholds off: every sentence head answers, every entity is kept."
+)
 @click.option("--embedding", is_flag=True, help="Include each text's embedding in JSON output.")
 @click.option("--logits", is_flag=True, help="Include raw logits in JSON output.")
 @click.option(
@@ -143,6 +173,8 @@ def main(
     threads: int,
     batch_size: int,
     min_entity_score: float,
+    thresholds: tuple[str, ...],
+    no_abstain: bool,
     embedding: bool,
     logits: bool,
     progress: bool,
@@ -150,8 +182,9 @@ def main(
 ) -> None:
     """Predict every head of the bundle BUNDLE for each TEXT (or each line of --file).
 
-    JSON output is one object per text, in input order: text, truncated, heads (label/score/scores
-    for sentence heads, entities with character offsets for token heads).
+    JSON output is one object per text, in input order: text, truncated, heads (label/score/abstained/
+    scores for sentence heads, entities with character offsets for token heads). A sentence head
+    abstains (``"abstained": true``) when its calibrated score is under its threshold.
     """
     logging.basicConfig(
         level=logging.WARNING - 10 * min(verbose, 2),
@@ -165,6 +198,14 @@ def main(
     if not texts and file is None:
         raise click.UsageError("nothing to predict: give TEXT arguments, --file F, or --file - for stdin")
     head_names = [h.strip() for spec in heads for h in spec.split(",") if h.strip()] or None
+    call = {
+        "heads": head_names,
+        "return_embedding": embedding,
+        "return_logits": logits,
+        "min_entity_score": min_entity_score,
+        "thresholds": _thresholds(thresholds),
+        "abstain": not no_abstain,
+    }
 
     from mtst.runtime.engine import Engine  # after option parsing: --help stays instant
 
@@ -179,13 +220,7 @@ def main(
         )
         logger.info("%r", engine)
         if texts:
-            preds = engine.predict(
-                list(texts),
-                heads=head_names,
-                return_embedding=embedding,
-                return_logits=logits,
-                min_entity_score=min_entity_score,
-            )
+            preds = engine.predict(list(texts), **call)
             _emit(preds, fmt, 0, embedding=embedding, logits=logits)
             return
         assert file is not None
@@ -201,13 +236,7 @@ def main(
         try:
             for chunk in _chunks(_read_lines(stream, "<stdin>" if file == "-" else file), _CHUNK):
                 try:
-                    preds = engine.predict(
-                        chunk,
-                        heads=head_names,
-                        return_embedding=embedding,
-                        return_logits=logits,
-                        min_entity_score=min_entity_score,
-                    )
+                    preds = engine.predict(chunk, **call)
                 except (ValueError, TypeError) as exc:  # name the line, not the index inside the chunk
                     raise click.ClickException(
                         f"{file} (lines {done + 1}..{done + len(chunk)}): {exc}"

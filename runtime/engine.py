@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +41,14 @@ from mtst.runtime.providers import (
     precision_preference,
     resolve_providers,
 )
-from mtst.runtime.results import Prediction, SentenceLabel, TokenEntities, decode_sentence, decode_tokens
+from mtst.runtime.results import (
+    HeadDecoding,
+    Prediction,
+    SentenceLabel,
+    decode_sentence,
+    decode_tokens,
+    head_decodings,
+)
 from mtst.runtime.tokenize import TextTokenizer, check_texts
 
 __all__ = ["AUTO_BATCH_TOKENS", "Engine", "choose_variant"]
@@ -125,6 +132,7 @@ class _HeadSet:
     encoder_sha256: str | None
     sentence_names: tuple[str, ...]  # default selection, prebuilt for the per-call fast path
     sentence_outputs: tuple[str, ...]
+    decodings: dict[str, HeadDecoding]  # the manifest's temperatures and thresholds (no per-call overrides)
 
 
 def _graph_io(session: ort.InferenceSession, path: Path) -> _Graph:
@@ -380,6 +388,7 @@ class Engine:
             encoder_sha256=m.encoder_sha256,
             sentence_names=tuple(h.name for h in sentence),
             sentence_outputs=tuple(h.output for h in sentence),
+            decodings=head_decodings(heads.values()),
         )
         return hs, active
 
@@ -525,41 +534,40 @@ class Engine:
         return_embedding: bool = False,
         return_logits: bool = False,
         min_entity_score: float = 0.0,
+        thresholds: Mapping[str, float] | None = None,
+        abstain: bool = True,
     ) -> list[Prediction]:
         """One :class:`Prediction` per text, in input order; only the named ``heads`` run (default: all).
 
-        ``min_entity_score`` drops entities whose score (the mean probability of their words' tags) is
-        below it: a token head meets text unlike its training data (a NER head trained on news, asked
-        about a banking question) with near-uniform tags, scored about 1/number-of-tags, that would
-        otherwise come back as entities. 0 (the default) keeps every entity the model tags.
+        Scores are calibrated with each head's temperature (manifest). A sentence head whose score is
+        under its threshold answers with ``abstained=True``; a token head drops entities scored under
+        its threshold. ``thresholds={"intent": 0.5}`` overrides a head's threshold for this call;
+        ``abstain=False`` turns thresholds off (every sentence answered, every entity kept).
+        ``min_entity_score`` also drops entities whose score (the mean probability of their words'
+        tags) is below it, whatever the thresholds. ``return_logits`` gives the raw logits.
         """
-        if (
-            isinstance(min_entity_score, bool)
-            or not isinstance(min_entity_score, int | float)
-            or not 0.0 <= float(min_entity_score) <= 1.0
-        ):
-            raise ValueError(f"min_entity_score: expected a number in [0, 1], got {min_entity_score!r}")
+        hs = self._heads  # one read: a concurrent swap_heads does not change this call's heads
+        dec = self._decodings(hs, thresholds, abstain, min_entity_score) or hs.decodings
         items = check_texts(texts)
         tok = self._need_encoder()
-        hs = self._heads  # one read: a concurrent swap_heads does not change this call's heads
         selected = self._select(hs, heads)
         out: list[Prediction] = []
         for s in range(0, len(items), _CHUNK):
-            out.extend(
-                self._predict_chunk(tok, hs, items[s : s + _CHUNK], selected, return_embedding, return_logits)
-            )
-        if min_entity_score > 0.0:
-            floor = float(min_entity_score)
-            out = [
-                dataclasses.replace(
-                    p,
-                    heads={
-                        k: r.above(floor) if isinstance(r, TokenEntities) else r for k, r in p.heads.items()
-                    },
-                )
-                for p in out
-            ]
+            chunk = items[s : s + _CHUNK]
+            out.extend(self._predict_chunk(tok, hs, chunk, selected, return_embedding, return_logits, dec))
         return out
+
+    @staticmethod
+    def _decodings(
+        hs: _HeadSet, thresholds: Mapping[str, float] | None, abstain: bool, min_entity_score: float
+    ) -> dict[str, HeadDecoding] | None:
+        """A call's decodings, None for the manifest's own (no overrides: the prebuilt ones)."""
+        plain_floor = type(min_entity_score) is not bool and min_entity_score == 0
+        if thresholds is None and abstain is True and plain_floor:
+            return None
+        return head_decodings(
+            hs.heads.values(), thresholds=thresholds, abstain=bool(abstain), min_entity_score=min_entity_score
+        )
 
     def _predict_chunk(
         self,
@@ -569,6 +577,7 @@ class Engine:
         selected: list[HeadInfo],
         return_embedding: bool,
         return_logits: bool,
+        dec: Mapping[str, HeadDecoding],
     ) -> list[Prediction]:
         n = len(texts)
         sent = [h for h in selected if h.kind is HeadKind.SENTENCE]
@@ -629,7 +638,9 @@ class Engine:
                     for j, i in enumerate(idx.tolist()):
                         e = batch[j]
                         row = lg[j, : len(e)]
-                        per_item[i][h.name] = decode_tokens(texts[i], row, e.word_ids, e.offsets, h.labels)
+                        per_item[i][h.name] = decode_tokens(
+                            texts[i], row, e.word_ids, e.offsets, h.labels, dec[h.name]
+                        )
                         if return_logits:
                             logits_out[i][h.name] = np.array(row, copy=True)
 
@@ -639,7 +650,7 @@ class Engine:
                     sent_logits[h.name] = lg
         for h in sent:
             lg = sent_logits[h.name]
-            for i, label in enumerate(decode_sentence(lg, h.labels)):
+            for i, label in enumerate(decode_sentence(lg, h.labels, dec[h.name])):
                 per_item[i][h.name] = label
                 if return_logits:
                     logits_out[i][h.name] = lg[i]
@@ -658,13 +669,20 @@ class Engine:
         ]
 
     def predict_from_embeddings(
-        self, embeddings: np.ndarray, *, heads: Iterable[str] | str | None = None
+        self,
+        embeddings: np.ndarray,
+        *,
+        heads: Iterable[str] | str | None = None,
+        thresholds: Mapping[str, float] | None = None,
+        abstain: bool = True,
     ) -> list[dict[str, SentenceLabel]]:
         """Sentence heads on precomputed embeddings ``(N, dim)`` (or one ``(dim,)``): heads.onnx alone.
 
         Needs a split or heads-only bundle (single-graph bundles keep the heads inside model.onnx).
+        ``thresholds``/``abstain`` as in :meth:`predict`.
         """
         hs = self._heads
+        dec = self._decodings(hs, thresholds, abstain, 0.0) or hs.decodings
         if hs.heads_graph is None:
             raise BundleError(
                 f"{self.bundle.root}: variant {self.variant.key} has no separate heads graph: "
@@ -698,7 +716,10 @@ class Engine:
             bad_rows = np.flatnonzero(~np.isfinite(emb).all(axis=1))
             raise ValueError(f"embeddings[{int(bad_rows[0])}]: contains NaN or infinity")
         logits = self._sentence_logits(hs, emb, outputs)
-        decoded = [decode_sentence(lg, hs.heads[name].labels) for name, lg in zip(names, logits, strict=True)]
+        decoded = [
+            decode_sentence(lg, hs.heads[name].labels, dec[name])
+            for name, lg in zip(names, logits, strict=True)
+        ]
         return [dict(zip(names, row, strict=True)) for row in zip(*decoded, strict=True)]
 
     def swap_heads(self, bundle: str | Path, *, verify: bool = True) -> None:
