@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EntityScores",
     "SentenceScores",
+    "calibrate_checkpoint",
     "calibrate_head",
     "calibrate_model",
     "entity_scores",
@@ -291,3 +292,32 @@ def write_calibration(checkpoint: str | Path, reports: Mapping[str, CalibrationR
         tasks[name]["temperature"], tasks[name]["threshold"] = r.temperature, r.threshold
     meta["calibration"] = {name: r.to_dict() for name, r in reports.items()}
     atomic_write_json(path, meta)
+
+
+def calibrate_checkpoint(
+    checkpoint: str | Path, *, data_root: str | Path | None = None, targets: Mapping[str, Any] | None = None
+) -> dict[str, CalibrationReport]:
+    """Calibrate a trained checkpoint on the validation data of its training config (``mtst.json``'s
+    ``config``, read from ``data_root`` or the root training used) and write the result into it.
+    ``targets`` overrides the config's ``calibration`` keys (``target``, ``value``, ``token_target``...)."""
+    from mtst.checkpoint import read_meta
+    from mtst.config import config_from_dict
+    from mtst.data import load_task_data
+    from mtst.model import load_model
+
+    checkpoint = Path(checkpoint)
+    meta = read_meta(checkpoint)
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(
+            f"{checkpoint}: mtst.json has no training config: its validation data is unknown"
+        )
+    raw = dict(meta["config"])
+    raw["data_root"] = (
+        str(data_root) if data_root is not None else meta.get("data_root", raw.get("data_root"))
+    )
+    raw["calibration"] = {**raw.get("calibration", {}), **dict(targets or {})}
+    cfg = config_from_dict(raw)
+    model = load_model(checkpoint)
+    reports = calibrate_model(model, load_task_data(cfg), cfg.calibration, batch_size=cfg.eval.batch_size)
+    write_calibration(checkpoint, reports)
+    return reports

@@ -222,7 +222,12 @@ def calibrate_main(
     need_torch()
     setup_logging(verbose, quiet)
     try:
-        reports = _calibrate(checkpoint, data_root, target, value, token_target, token_value)
+        from mtst.calibrate import calibrate_checkpoint
+
+        given = {"target": target, "value": value, "token_target": token_target, "token_value": token_value}
+        reports = calibrate_checkpoint(
+            checkpoint, data_root=data_root, targets={k: v for k, v in given.items() if v is not None}
+        )
     except MtstError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(
@@ -236,39 +241,6 @@ def calibrate_main(
         cov = f"{val['coverage']:.4f}" if val else "–"
         click.echo(f"| {name} | {r.temperature:.4f} | {r.threshold:.4f} | {cov} | {ece} | {brier} |")
     click.echo(f"written: {checkpoint / 'mtst.json'}")
-
-
-def _calibrate(
-    checkpoint: Path,
-    data_root: Path | None,
-    target: str | None,
-    value: float | None,
-    token_target: str | None,
-    token_value: float | None,
-) -> dict[str, Any]:
-    from mtst.calibrate import calibrate_model, write_calibration
-    from mtst.checkpoint import read_meta
-    from mtst.config import config_from_dict
-    from mtst.data import load_task_data
-    from mtst.errors import CheckpointError
-    from mtst.model import load_model
-
-    meta = read_meta(checkpoint)
-    if not isinstance(meta.get("config"), dict):
-        raise CheckpointError(
-            f"{checkpoint}: mtst.json has no training config: its validation data is unknown"
-        )
-    raw = dict(meta["config"])
-    raw["data_root"] = (
-        str(data_root) if data_root is not None else meta.get("data_root", raw.get("data_root"))
-    )
-    given = {"target": target, "value": value, "token_target": token_target, "token_value": token_value}
-    raw["calibration"] = {**raw.get("calibration", {}), **{k: v for k, v in given.items() if v is not None}}
-    cfg = config_from_dict(raw)
-    model = load_model(checkpoint)
-    reports = calibrate_model(model, load_task_data(cfg), cfg.calibration, batch_size=cfg.eval.batch_size)
-    write_calibration(checkpoint, reports)
-    return reports
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
