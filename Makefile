@@ -1,5 +1,5 @@
 # One entry point for developers and CI.
-.PHONY: check lint format test
+.PHONY: check lint format test cpp
 
 check: lint
 	python -m mypy mtst runtime export bench experiment
@@ -14,3 +14,9 @@ format:
 
 test:
 	python -m pytest
+
+# The C++ runtime: configure (first time), build, ctest. See README "C++".
+cpp:
+	cmake -S . -B build -G Ninja -DMTST_PYTHON="$$(command -v python)"
+	cmake --build build -j2
+	ctest --test-dir build --output-on-failure

@@ -65,7 +65,8 @@ def _csv(values: tuple[str, ...]) -> tuple[str, ...]:
     "--precision",
     "precisions",
     multiple=True,
-    help="Variant(s) to run: fp32, int8-dynamic, int8-static, fp16, or all (comma-separated or repeated). "
+    help="Variant(s) to run: fp32, int8-static-cpu, int8-dynamic, int8-static, fp16, or all (comma-separated "
+    "or repeated). "
     "Default: the one each bundle would pick for the provider.",
 )
 @click.option(
@@ -85,7 +86,11 @@ def _csv(values: tuple[str, ...]) -> tuple[str, ...]:
     "--compare",
     multiple=True,
     help="Peers: torch, optimum (fp32 + int8 per-channel + per-tensor), optimum-fp32, optimum-int8, "
-    "optimum-int8-per-tensor, st (torch + onnx), st-torch, st-onnx, all. Needs mtst[compare].",
+    "optimum-int8-per-tensor, st (torch + onnx), st-torch, st-onnx, ctranslate2 (int8, int8 with the "
+    "CPU's best ISA forced, fp32), ctranslate2-int8, ctranslate2-int8-best-isa, ctranslate2-fp32, openvino "
+    "(fp32, default precision, int8 weight-only, int8 static), openvino-fp32, openvino-default, "
+    "openvino-int8-weights, openvino-int8-static, fastembed, all. Needs mtst[compare]; OpenVINO an "
+    "environment of its own (scripts/openvino-env.sh, MTST_BENCH_OPENVINO_PYTHON).",
 )
 @click.option(
     "--checkpoint",

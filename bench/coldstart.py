@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,8 @@ class ColdStartSpec:
     load: str
     first: str
     params: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)  # set for the child (e.g. a forced CPU ISA)
+    python: str | None = None  # the child's interpreter (a peer in another environment); None: this one
 
 
 def mtst_spec(
@@ -139,8 +141,8 @@ class ColdStart:
         return cls(**{**d, "totals_s": tuple(d["totals_s"]), "extra": d.get("extra", {})})
 
 
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ) | extra
     env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     env.setdefault("PYTHONWARNINGS", "ignore")
     return env
@@ -151,10 +153,10 @@ def run_child(spec: ColdStartSpec, *, timeout_s: float = 300.0) -> dict[str, Any
     args = {"imports": spec.imports, "load": spec.load, "first": spec.first, **spec.params}
     t_spawn = time.time()
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(args)],
+        [spec.python or sys.executable, "-c", _CHILD, json.dumps(args)],
         capture_output=True,
         text=True,
-        env=_child_env(),
+        env=_child_env(spec.env),
         timeout=timeout_s,
         check=False,
     )

@@ -48,9 +48,14 @@ class MtstSystem:
         As many batches run at a time as the engine runs (its ``parallel_batches``), so the comparison
         with length-bucketed batches isolates the batching, not the threads.
         """
-        engine = self.padded_engine or self.engine
         size = self.engine.batch_size
-        slices = [list(texts[i : i + size]) for i in range(0, len(texts), size)]
+        self.run_given([list(texts[i : i + size]) for i in range(0, len(texts), size)])
+
+    def run_given(self, batches: Sequence[Sequence[str]]) -> None:
+        """Each of ``batches`` as one batch (``predict``, all heads), as many at a time as the engine runs
+        batches (its ``parallel_batches``): the throughput scenario's same batches for every system."""
+        engine = self.padded_engine or self.engine
+        slices = [list(b) for b in batches]
         workers = self.engine.parallel_batches
         if workers == 1 or len(slices) == 1:
             for chunk in slices:

@@ -10,22 +10,30 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import onnxruntime as ort
+
+from mtst.errors import MtstError
 
 from .coldstart import ColdStartSpec
 from .reference import TorchReference
-from .systems import System
+from .systems import Batching, Family, System
 
 __all__ = [
     "ORT_OPTIONS_CHILD",
+    "EmbeddingBackend",
     "PeerFiles",
     "PeerKind",
     "PeerOptions",
+    "PeerUnavailable",
     "child_params",
+    "embedding_system",
+    "mean_pool",
     "ort_session_options",
     "quiet_libraries",
 ]
@@ -46,6 +54,18 @@ class PeerOptions:
     threads: int
     spinning: bool  # ONNX Runtime worker spinning (peers on ONNX Runtime)
     batch_size: int
+
+
+class PeerUnavailable(MtstError):
+    """A peer that cannot run here, and why (reported in the run's "skipped" as it is)."""
+
+
+class EmbeddingBackend(Protocol):
+    """What an embedding-only peer runs: L2-normalized embeddings of one batch, and facts about itself."""
+
+    facts: dict[str, Any]
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class PeerKind(Protocol):
@@ -87,7 +107,64 @@ def child_params(sentence: str, options: PeerOptions, **paths: str) -> dict[str,
     return {"sentence": sentence, "threads": options.threads, "spinning": options.spinning, **paths}
 
 
+def mean_pool(hidden: np.ndarray, lengths: Sequence[int]) -> np.ndarray:
+    """Mean over each sentence's first ``lengths[i]`` token states (B, T, H), L2-normalized: (B, H)."""
+    mask = (np.arange(hidden.shape[1])[None, :] < np.asarray(lengths)[:, None]).astype(np.float32)
+    pooled = (hidden * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1.0)
+    norm = np.linalg.norm(pooled, axis=1, keepdims=True)
+    return np.asarray(pooled / np.maximum(norm, 1e-12), dtype=np.float32)
+
+
+def embedding_system(
+    name: str,
+    *,
+    family: Family,
+    precision: str,
+    embed: Callable[[Sequence[str]], Any],
+    batch_size: int,
+    facts: dict[str, Any],
+    corpus_batching: Batching = Batching.IN_ORDER,
+    run_one: Callable[[str], Any] | None = None,
+    run_corpus: Callable[[Sequence[str]], Any] | None = None,
+    run_batches: Callable[[Sequence[Sequence[str]]], Any] | None = None,
+    embed_all: Callable[[Sequence[str]], np.ndarray] | None = None,
+) -> System:
+    """A peer that only embeds: one request is ``embed([text])``, a corpus consecutive batches of
+    ``batch_size`` (unless the peer batches its own way), given batches one ``embed`` each."""
+
+    def corpus(texts: Sequence[str]) -> None:
+        for i in range(0, len(texts), batch_size):
+            embed(texts[i : i + batch_size])
+
+    def batches(items: Sequence[Sequence[str]]) -> None:
+        for b in items:
+            embed(b)
+
+    def embed_many(texts: Sequence[str]) -> np.ndarray:
+        return np.concatenate([np.asarray(embed(texts[i : i + 32])) for i in range(0, len(texts), 32)])
+
+    return System(
+        name=name,
+        family=family,
+        precision=precision,
+        run_one=run_one or (lambda text: embed([text])),
+        run_corpus=run_corpus or corpus,
+        embed=embed_all or embed_many,
+        corpus_batching=corpus_batching,
+        facts=facts,
+        run_batches=run_batches or batches,
+    )
+
+
 def quiet_libraries() -> None:
-    for name in ("optimum", "sentence_transformers", "transformers", "onnxruntime", "torch.onnx"):
+    for name in (
+        "optimum",
+        "sentence_transformers",
+        "transformers",
+        "onnxruntime",
+        "torch.onnx",
+        "fastembed",
+        "nncf",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

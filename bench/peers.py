@@ -2,16 +2,19 @@
 
 The checkpoint the bundle was exported from gives the torch eager model (the fp32 reference of every
 fidelity figure, :mod:`mtst.bench.reference`). Its encoder is written as a plain Hugging Face
-directory, from which Optimum exports and quantizes (``ORTModelForFeatureExtraction.from_pretrained(...,
-export=True)``, ``ORTQuantizer`` with the avx2 dynamic int8 configs, per-channel and per-tensor) and
-sentence-transformers builds its model (Transformer + Pooling + Normalize; torch and ONNX backends,
-through ``encode()``). All exports happen here, before any timing, in a temporary directory, offline.
+directory, from which each peer makes what it loads: Optimum exports and quantizes
+(:mod:`~mtst.bench.peer_optimum`), sentence-transformers builds its model (:mod:`~mtst.bench.peer_st`),
+CTranslate2 converts (:mod:`~mtst.bench.peer_ct2`), OpenVINO writes its IR in an environment of its own
+(:mod:`~mtst.bench.peer_openvino`), fastembed loads the ONNX export offline
+(:mod:`~mtst.bench.peer_fastembed`). All exports happen here, before any timing, in a temporary
+directory, offline.
 
 Each peer is one small class (:class:`~mtst.bench.peer_base.PeerKind`: a name, the modules it needs,
 ``prepare`` / ``load`` / ``cold_start``) registered in :data:`PEERS` under its :class:`Peer` value;
-``--compare`` names them (or a group of :data:`PEER_GROUPS`). Everything a peer runs needs the
-``compare`` extra (torch, transformers, optimum, sentence-transformers), imported only when
-``--compare`` asks for peers.
+``--compare`` names them (or a group of :data:`PEER_GROUPS`). A peer that cannot share this process
+(another environment, a CPU instruction set forced before its library loads) runs in a process of its
+own (:mod:`~mtst.bench.peer_worker`). Everything a peer runs needs the ``compare`` extra, imported only
+when ``--compare`` asks for peers; OpenVINO its own environment (``scripts/openvino-env.sh``).
 """
 
 from __future__ import annotations
@@ -24,20 +27,21 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-import numpy as np
-
 from mtst.errors import ConfigError
 
 from .coldstart import ColdStartSpec
 from .peer_base import (
-    ORT_OPTIONS_CHILD,
     PeerFiles,
     PeerKind,
     PeerOptions,
+    PeerUnavailable,
     child_params,
-    ort_session_options,
     quiet_libraries,
 )
+from .peer_ct2 import CTranslate2Peer
+from .peer_fastembed import FastEmbedPeer
+from .peer_openvino import OpenVINOPeer
+from .peer_optimum import OptimumPeer
 from .peer_st import SentenceTransformersPeer
 from .reference import TorchReference
 from .systems import Batching, Family, System
@@ -68,6 +72,16 @@ class Peer(str, Enum):
     OPTIMUM_INT8_PER_TENSOR = "optimum-int8-per-tensor"
     ST_TORCH = "st-torch"
     ST_ONNX = "st-onnx"
+    CT2_INT8 = "ctranslate2-int8"  # the ISA CTranslate2 picks
+    CT2_INT8_BEST_ISA = "ctranslate2-int8-best-isa"  # CT2_FORCE_CPU_ISA = the CPU's widest, own process
+    CT2_FP32 = "ctranslate2-fp32"
+    OPENVINO_FP32 = "openvino-fp32"  # INFERENCE_PRECISION_HINT=f32
+    OPENVINO_DEFAULT = (
+        "openvino-default"  # fp32 IR at OpenVINO's default precision (bf16 where the CPU has it)
+    )
+    OPENVINO_INT8_WEIGHTS = "openvino-int8-weights"
+    OPENVINO_INT8_STATIC = "openvino-int8-static"  # NNCF, calibrated on training sentences
+    FASTEMBED = "fastembed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,126 +129,25 @@ class TorchPeer:
         )
 
 
-# ---------------------------------------------------------------------------------------------- optimum
-@dataclass(frozen=True, slots=True)
-class OptimumPeer:
-    """Optimum's ``ORTModelForFeatureExtraction`` (fp32, or ``ORTQuantizer`` avx2 dynamic int8) + pooling."""
-
-    peer: Peer
-    name: str
-    per_channel: bool | None  # None: fp32, not quantized
-    needs: tuple[str, ...] = ("torch", "transformers", "optimum.onnxruntime")
-
-    @property
-    def quantization(self) -> str | None:
-        if self.per_channel is None:
-            return None
-        return f"AutoQuantizationConfig.avx2(is_static=False, per_channel={self.per_channel})"
-
-    def prepare(self, ref: TorchReference, hf_dir: Path, workdir: Path) -> PeerFiles:
-        directory, file_name = _export_optimum(ref, hf_dir, workdir, self)
-        return PeerFiles(directory, file_name)
-
-    def load(self, files: PeerFiles, ref: TorchReference, options: PeerOptions) -> System:
-        import torch
-        from optimum.onnxruntime import ORTModelForFeatureExtraction
-        from transformers import AutoTokenizer
-
-        from mtst.pooling import pool_and_normalize
-
-        model = ORTModelForFeatureExtraction.from_pretrained(
-            str(files.dir),
-            file_name=files.file,
-            provider="CPUExecutionProvider",
-            session_options=ort_session_options(options.threads, options.spinning),
-        )
-        tokenizer = AutoTokenizer.from_pretrained(str(files.dir))
-        pooling, max_len, size = ref.model.pooling, ref.model.max_seq_len, options.batch_size
-
-        def embed(texts: Sequence[str]) -> np.ndarray:
-            enc = tokenizer(
-                list(texts), padding=True, truncation=True, max_length=max_len, return_tensors="pt"
-            )
-            with torch.inference_mode():
-                hidden = model(**enc).last_hidden_state
-                return pool_and_normalize(hidden, enc["attention_mask"], pooling).numpy()
-
-        def run_corpus(texts: Sequence[str]) -> None:
-            for i in range(0, len(texts), size):
-                embed(texts[i : i + size])
-
-        quantized = "" if self.per_channel is None else ", then ORTQuantizer avx2 dynamic int8"
-        return System(
-            name=self.name,
-            family=Family.OPTIMUM,
-            precision="fp32" if self.per_channel is None else self.peer.value.removeprefix("optimum-"),
-            run_one=lambda text: embed([text]),
-            run_corpus=run_corpus,
-            embed=embed,
-            corpus_batching=Batching.IN_ORDER,
-            facts={
-                "how": f"ORTModelForFeatureExtraction (export=True from the checkpoint's encoder{quantized}), "
-                f"tokenizer(padding=True) + {pooling.value} pooling + L2 normalize",
-                "quantization": self.quantization,
-                "active_providers": list(model.model.get_providers()),
-                "threads": options.threads,
-                "spinning": options.spinning,
-            },
-        )
-
-    def cold_start(self, files: PeerFiles, sentence: str, options: PeerOptions) -> ColdStartSpec:
-        return ColdStartSpec(
-            self.name,
-            imports=(
-                "import torch\nfrom optimum.onnxruntime import ORTModelForFeatureExtraction\n"
-                "from transformers import AutoTokenizer\ntorch.set_num_threads(args['threads'])"
-            ),
-            load=ORT_OPTIONS_CHILD
-            + (
-                "model = ORTModelForFeatureExtraction.from_pretrained(args['dir'], file_name=args['file'], "
-                "provider='CPUExecutionProvider', session_options=so)\n"
-                "tok = AutoTokenizer.from_pretrained(args['dir'])"
-            ),
-            first=(
-                "enc = tok([args['sentence']], padding=True, truncation=True, return_tensors='pt')\n"
-                "with torch.inference_mode():\n"
-                "    h = model(**enc).last_hidden_state\n"
-                "    m = enc['attention_mask'].unsqueeze(-1).to(h.dtype)\n"
-                "    torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)"
-            ),
-            params=child_params(sentence, options, dir=str(files.dir), file=files.file or ""),
-        )
-
-
-def _export_optimum(ref: TorchReference, hf_dir: Path, workdir: Path, kind: OptimumPeer) -> tuple[Path, str]:
-    """The fp32 export (shared by the int8 peers, made once), then the peer's quantized copy."""
-    from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoQuantizationConfig
-
-    fp32_dir = workdir / Peer.OPTIMUM_FP32.value
-    if not (fp32_dir / "model.onnx").is_file():
-        ORTModelForFeatureExtraction.from_pretrained(str(hf_dir), export=True).save_pretrained(str(fp32_dir))
-        ref.tokenizer.save_pretrained(str(fp32_dir))
-    if kind.per_channel is None:
-        return fp32_dir, "model.onnx"
-    out = workdir / kind.peer.value
-    qconfig = AutoQuantizationConfig.avx2(is_static=False, per_channel=kind.per_channel)
-    ORTQuantizer.from_pretrained(str(fp32_dir)).quantize(save_dir=str(out), quantization_config=qconfig)
-    ref.tokenizer.save_pretrained(str(out))
-    return out, "model_quantized.onnx"
-
-
 # ---------------------------------------------------------------------------------------------- sentence-transformers
 # ---------------------------------------------------------------------------------------------- the table
 PEERS: dict[Peer, PeerKind] = {
     Peer.TORCH: TorchPeer(),
-    Peer.OPTIMUM_FP32: OptimumPeer(Peer.OPTIMUM_FP32, "optimum fp32", per_channel=None),
-    Peer.OPTIMUM_INT8: OptimumPeer(Peer.OPTIMUM_INT8, "optimum int8 per-channel", per_channel=True),
+    Peer.OPTIMUM_FP32: OptimumPeer(Peer.OPTIMUM_FP32.value, "optimum fp32", per_channel=None),
+    Peer.OPTIMUM_INT8: OptimumPeer(Peer.OPTIMUM_INT8.value, "optimum int8 per-channel", per_channel=True),
     Peer.OPTIMUM_INT8_PER_TENSOR: OptimumPeer(
-        Peer.OPTIMUM_INT8_PER_TENSOR, "optimum int8 per-tensor", per_channel=False
+        Peer.OPTIMUM_INT8_PER_TENSOR.value, "optimum int8 per-tensor", per_channel=False
     ),
     Peer.ST_TORCH: SentenceTransformersPeer("st torch", backend="torch"),
     Peer.ST_ONNX: SentenceTransformersPeer("st onnx", backend="onnx"),
+    Peer.CT2_INT8: CTranslate2Peer("ctranslate2 int8", "int8"),
+    Peer.CT2_INT8_BEST_ISA: CTranslate2Peer("ctranslate2 int8 (best ISA forced)", "int8", force_isa=True),
+    Peer.CT2_FP32: CTranslate2Peer("ctranslate2 fp32", "float32"),
+    Peer.OPENVINO_FP32: OpenVINOPeer("openvino fp32", "fp32", precision_hint="f32"),
+    Peer.OPENVINO_DEFAULT: OpenVINOPeer("openvino default precision", "fp32"),
+    Peer.OPENVINO_INT8_WEIGHTS: OpenVINOPeer("openvino int8 weight-only", "int8-weights"),
+    Peer.OPENVINO_INT8_STATIC: OpenVINOPeer("openvino int8 static", "int8-static"),
+    Peer.FASTEMBED: FastEmbedPeer(),
 }
 
 # names accepted by --compare that stand for several peers
@@ -242,6 +155,13 @@ PEER_GROUPS: dict[str, tuple[Peer, ...]] = {
     "optimum": (Peer.OPTIMUM_FP32, Peer.OPTIMUM_INT8, Peer.OPTIMUM_INT8_PER_TENSOR),
     "st": (Peer.ST_TORCH, Peer.ST_ONNX),
     "sentence-transformers": (Peer.ST_TORCH, Peer.ST_ONNX),
+    "ctranslate2": (Peer.CT2_INT8, Peer.CT2_INT8_BEST_ISA, Peer.CT2_FP32),
+    "openvino": (
+        Peer.OPENVINO_FP32,
+        Peer.OPENVINO_DEFAULT,
+        Peer.OPENVINO_INT8_WEIGHTS,
+        Peer.OPENVINO_INT8_STATIC,
+    ),
     "all": tuple(Peer),
 }
 
@@ -317,6 +237,11 @@ def prepare_peer_files(
     for peer in peers:
         try:
             files[peer] = PEERS[peer].prepare(reference, hf_dir, workdir)
+        except PeerUnavailable as exc:
+            if failed is None:
+                raise
+            failed[peer] = str(exc)
+            logger.warning("peer %s: %s", peer.value, exc)
         except Exception as exc:  # a peer library's failure is a result to report, not a reason to stop
             if failed is None:
                 raise

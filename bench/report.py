@@ -202,24 +202,33 @@ def _throughput(tp: Throughput, fidelity: Mapping[str, Fidelity | None]) -> list
         "",
     ]
 
+    same = tp.same_batches
+
     def row(name: str) -> list[str]:
         cos_min, _, labels = _fidelity_cells(fidelity.get(name.removesuffix(PADDED_SUFFIX)))
         r = tp.rows[name]
         ratio = _f(tp.ratio_to_reference(name))
-        return [
-            name,
-            r.batching.value,
-            _f(r.sentences_per_s, 1),
-            _pct(r.padding_waste),
-            ratio,
-            cos_min,
-            labels,
-        ]
+        cells = [name, r.batching.value, _f(r.sentences_per_s, 1), _pct(r.padding_waste), ratio]
+        if same is not None:
+            s = same.get(name)
+            cells.append("–" if s is None else _f(s.sentences_per_s, 1))
+            cells.append(
+                "–" if s is None or ref not in same else _f(s.sentences_per_s / same[ref].sentences_per_s)
+            )
+        return [*cells, cos_min, labels]
 
-    out += _table(
-        ["system", "batching", "sentences/s", "padding waste", f"× {ref}", "cos min", "label agreement"],
-        (row(name) for name in tp.rows),
-    )
+    header = ["system", "batching", "sentences/s", "padding waste", f"× {ref}"]
+    if same is not None:
+        header += ["same sorted batches, sentences/s", f"× {ref} (same batches)"]
+        first = next(iter(same.values()), None)
+        if first is not None:
+            out += [
+                f"Same sorted batches: every system runs the same {first.n_batches} batches (the corpus sorted "
+                f"by token length, {tp.batch_size} a batch, padding waste {_pct(first.padding_waste)}), each "
+                "as one batch: the engines compared without their batching.",
+                "",
+            ]
+    out += _table([*header, "cos min", "label agreement"], (row(name) for name in tp.rows))
     for name, gain in tp.bucketing_gain.items():
         out.append(f"- {name}: length buckets run {_f(gain)}× the sentences/s of plain padded batches")
     return [*out, ""]

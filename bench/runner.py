@@ -289,7 +289,7 @@ def _throughput(
     inputs: _Inputs,
     progress: _Progress,
 ) -> Throughput:
-    with progress.stage(f"throughput, {len(inputs.corpus)} sentences", config.corpus_rounds) as tick:
+    with progress.stage(f"throughput, {len(inputs.corpus)} sentences", 2 * config.corpus_rounds) as tick:
         return measure_throughput(
             systems,
             inputs.corpus,
@@ -299,6 +299,7 @@ def _throughput(
             reference=mtst[0].name,
             max_tokens={m.name: m.engine.max_batch_tokens for m in mtst},
             padded_runs={m.name: m.run_padded for m in mtst},
+            given_runs={m.name: m.run_given for m in mtst},
             on_round=tick,
         )
 

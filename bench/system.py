@@ -51,6 +51,10 @@ PACKAGES = (
     "optimum",
     "optimum-onnx",
     "sentence-transformers",
+    "ctranslate2",
+    "fastembed",
+    "openvino",  # in this environment; the OpenVINO peers' own environment is in their facts
+    "optimum-intel",
 )
 
 

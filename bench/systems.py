@@ -5,6 +5,8 @@ Every system exposes the same few calls, so that scenarios time them alike and i
 - ``run_one(text)``: one request, end to end, the way its users make one (mtst: ``predict`` with
   tokenization, graph and decoding; peers: their own encode path);
 - ``run_corpus(texts)``: a whole corpus, the way its users push one through (their batching);
+- ``run_batches(batches)``: given batches, each run as one batch (the throughput scenario gives every
+  system the same token-sorted batches); ``None``: ``run_corpus`` on each batch;
 - ``embed(texts)``: L2-normalized embeddings, for fidelity against torch fp32;
 - ``labels(texts)``: per head, the predicted label of each sentence (sentence heads) or the tag of each
   word (token heads); ``None`` for embedding-only peers.
@@ -30,6 +32,9 @@ class Family(str, Enum):
     TORCH = "torch"
     OPTIMUM = "optimum"
     SENTENCE_TRANSFORMERS = "sentence-transformers"
+    CTRANSLATE2 = "ctranslate2"
+    OPENVINO = "openvino"
+    FASTEMBED = "fastembed"
 
 
 class Batching(str, Enum):
@@ -50,9 +55,18 @@ class System:
     embed: Callable[[Sequence[str]], np.ndarray]
     corpus_batching: Batching
     labels: Callable[[Sequence[str]], HeadLabels] | None = None
+    run_batches: Callable[[Sequence[Sequence[str]]], Any] | None = None
     # how the system is used and what it runs on: backend, files, providers actually active, threads
     facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_mtst(self) -> bool:
         return self.family is Family.MTST
+
+    def given_batches(self, batches: Sequence[Sequence[str]]) -> Any:
+        """Run each of ``batches`` as one batch (see ``run_batches``)."""
+        if self.run_batches is not None:
+            return self.run_batches(batches)
+        for b in batches:
+            self.run_corpus(b)
+        return None

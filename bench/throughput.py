@@ -4,6 +4,8 @@ Every system pushes the whole corpus through the way its users do (mtst: one ``p
 batches by length; Optimum and torch: consecutive batches padded to their longest sentence;
 sentence-transformers: ``encode()``, which sorts by character count). mtst also runs the *same*
 corpus in plain consecutive batches of the same size, which isolates what length bucketing buys.
+Then every system runs the *same* batches -- the corpus sorted by token length and cut into batches of
+the batch size, each run as one batch -- which isolates the engine from the batching.
 Rounds are interleaved (each round: every system once, in a rotated order); the median round counts.
 """
 
@@ -82,12 +84,14 @@ class Throughput:
     rows: dict[str, ThroughputRow]
     bucketing_gain: dict[str, float]  # mtst system -> bucketed / plain padded sentences per second
     reference: str  # the system whose sentences/s the others' are divided by
+    # every system on the same token-sorted batches (None: not measured, as in reports before it existed)
+    same_batches: dict[str, ThroughputRow] | None = None
 
     def ratio_to_reference(self, name: str) -> float:
         return self.rows[name].sentences_per_s / self.rows[self.reference].sentences_per_s
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "n_sentences": self.n_sentences,
             "batch_size": self.batch_size,
             "rounds": self.rounds,
@@ -98,12 +102,17 @@ class Throughput:
             "bucketing_gain": dict(self.bucketing_gain),
             "reference": self.reference,
         }
+        if self.same_batches is not None:
+            out["same_sorted_batches"] = {name: row.to_dict() for name, row in self.same_batches.items()}
+        return out
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Throughput:
         rows = {name: ThroughputRow.from_dict(name, row) for name, row in d["systems"].items()}
         gain = dict(d["bucketing_gain"])
-        return cls(d["n_sentences"], d["batch_size"], d["rounds"], rows, gain, d["reference"])
+        same = d.get("same_sorted_batches")
+        same_rows = None if same is None else {n: ThroughputRow.from_dict(n, r) for n, r in same.items()}
+        return cls(d["n_sentences"], d["batch_size"], d["rounds"], rows, gain, d["reference"], same_rows)
 
 
 PADDED_SUFFIX = " (plain padded batches)"
@@ -120,10 +129,14 @@ def measure_throughput(
     warmup: bool = True,
     max_tokens: dict[str, int | None] | None = None,
     padded_runs: dict[str, Callable[[Sequence[str]], Any]] | None = None,
+    given_runs: dict[str, Callable[[Sequence[Sequence[str]]], Any]] | None = None,
+    same_batches: bool = True,
     on_round: Callable[[], None] | None = None,
 ) -> Throughput:
     """``padded_runs``: for each mtst system, its corpus pass in plain consecutive padded batches;
-    ``reference``: the system the ratios are taken against."""
+    ``given_runs``: how a system runs given batches when not ``System.given_batches`` (mtst: each batch
+    whole, as many at a time as it runs batches); ``same_batches``: also run every system on the same
+    token-sorted batches; ``reference``: the system the ratios are taken against."""
     corpus = list(corpus)
     runners: dict[str, Callable[[Sequence[str]], Any]] = {s.name: s.run_corpus for s in systems}
     policies: dict[str, Batching] = {s.name: s.corpus_batching for s in systems}
@@ -156,6 +169,9 @@ def measure_throughput(
         name: rows[name].sentences_per_s / rows[name + PADDED_SUFFIX].sentences_per_s
         for name in (padded_runs or {})
     }
+    same = None
+    if same_batches:
+        same = _same_batches(systems, corpus, lengths, batch_size, rounds, warmup, given_runs or {}, on_round)
     return Throughput(
         n_sentences=len(corpus),
         batch_size=batch_size,
@@ -163,4 +179,36 @@ def measure_throughput(
         rows=rows,
         bucketing_gain=gain,
         reference=reference,
+        same_batches=same,
     )
+
+
+def _same_batches(
+    systems: Sequence[System],
+    corpus: list[str],
+    lengths: Sequence[int] | np.ndarray,
+    batch_size: int,
+    rounds: int,
+    warmup: bool,
+    given_runs: Mapping[str, Callable[[Sequence[Sequence[str]]], Any]],
+    on_round: Callable[[], None] | None,
+) -> dict[str, ThroughputRow]:
+    """Every system on the corpus sorted by token length, in batches of ``batch_size``, each run whole."""
+    index = corpus_batches(Batching.LENGTH_SORTED, lengths, corpus, batch_size=batch_size)
+    batches = [[corpus[i] for i in idx.tolist()] for idx in index]
+    runners = {s.name: given_runs.get(s.name, s.given_batches) for s in systems}
+    gc.collect()
+    times = interleaved(runners, [batches] * rounds, rounds=1, warmup=1 if warmup else 0, on_item=on_round)
+    waste = padding_waste(lengths, index)
+    out: dict[str, ThroughputRow] = {}
+    for name, ns in times.items():
+        secs = tuple(t / 1e9 for t in ns)
+        out[name] = ThroughputRow(
+            name=name,
+            batching=Batching.LENGTH_SORTED,
+            sentences_per_s=float(len(corpus) / np.median(secs)),
+            rounds_s=secs,
+            padding_waste=waste,
+            n_batches=len(batches),
+        )
+    return out

@@ -19,6 +19,7 @@ import numpy as np
 
 __all__ = [
     "LatencyStats",
+    "Measured",
     "OpenLoopRun",
     "interleaved",
     "run_open_loop",
@@ -57,6 +58,15 @@ class LatencyStats:
         return cls(**d)
 
 
+@dataclass(frozen=True, slots=True)
+class Measured:
+    """What a call returns when it timed itself: a peer in its own process (:mod:`mtst.bench.peer_worker`)
+    measures the work there, so that the pipe to it is not counted. :func:`interleaved` takes ``ns``
+    instead of its own clock for such a call."""
+
+    ns: int
+
+
 def summarize(samples_ns: Sequence[int] | np.ndarray) -> LatencyStats:
     """Percentiles of latencies given in nanoseconds (linear interpolation between ranks)."""
     a = np.asarray(samples_ns, dtype=np.float64) / 1e6
@@ -92,7 +102,8 @@ def interleaved(
     """Time ``fn(item)`` for every system on every item, round-robin, rotating the system order.
 
     The first ``warmup`` items of the first round are run on every system but not recorded. Returns
-    the nanoseconds of each recorded call per system, in call order.
+    the nanoseconds of each recorded call per system, in call order (a call that returns
+    :class:`Measured` counts the time it measured itself).
     """
     if rounds < 1:
         raise ValueError(f"rounds {rounds!r}: expected >= 1")
@@ -108,8 +119,9 @@ def interleaved(
             for n in names[shift:] + names[:shift]:
                 fn = systems[n]
                 t0 = time.perf_counter_ns()
-                fn(item)
-                times[n].append(time.perf_counter_ns() - t0)
+                out = fn(item)
+                elapsed = time.perf_counter_ns() - t0
+                times[n].append(out.ns if isinstance(out, Measured) else elapsed)
             k += 1
             if on_item is not None:
                 on_item()

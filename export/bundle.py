@@ -36,6 +36,8 @@ from mtst.runtime.manifest import (
 )
 from mtst.tasks import TaskKind
 
+from .tokenizer_tables import TABLES_FILE, write_tables
+
 if TYPE_CHECKING:  # pragma: no cover
     from .guard import GuardResult
 
@@ -61,6 +63,7 @@ _SUFFIX = {
     Precision.FP32: "",
     Precision.INT8_DYNAMIC: ".int8",
     Precision.INT8_STATIC: ".int8-static",
+    Precision.INT8_STATIC_CPU: ".int8-static-cpu",
     Precision.FP16: ".fp16",
 }
 
@@ -141,8 +144,9 @@ def bundle_tokenizer(hf_tokenizer: Any) -> Any:
 
 
 def write_tokenizer(hf_tokenizer: Any, path: Path) -> None:
-    """:func:`bundle_tokenizer` saved as ``tokenizer.json``."""
+    """:func:`bundle_tokenizer` saved as ``tokenizer.json``, with the C++ runtime's tables beside it."""
     bundle_tokenizer(hf_tokenizer).save(str(path))
+    write_tables(path, path.parent / TABLES_FILE)  # for the C++ runtime (WordPiece tokenizers only)
 
 
 def head_infos(tasks: Iterable[Any], *, with_embedding: bool) -> tuple[HeadInfo, ...]:
@@ -235,6 +239,7 @@ def with_files(draft: Manifest, root: Path, variants: Sequence[Variant]) -> Mani
         variants=tuple(variants),
         files=file_entries(root),
         parity=PARITY_FILE if (root / PARITY_FILE).is_file() else None,
+        tokenizer_tables=TABLES_FILE if draft.tokenizer and (root / TABLES_FILE).is_file() else None,
     )
 
 

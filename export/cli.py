@@ -88,7 +88,8 @@ def _eval_data(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True)
 @_path_option(
     "--calibration-data",
-    help="int8-static calibration sentences, one a line (default: the tasks' training sentences).",
+    help="int8-static / int8-static-cpu calibration sentences, one a line (default: the tasks' training "
+    "sentences).",
 )
 @_path_option(
     "--parity-data",

@@ -78,6 +78,7 @@ PARITY_BOUNDS: dict[Precision, ParityBounds] = {
     Precision.FP32: ParityBounds(0.9999, 0.99999, 0.99, 1e-3),
     Precision.FP16: ParityBounds(0.995, 0.999, 0.97, None),
     Precision.INT8_DYNAMIC: ParityBounds(0.96, 0.985, 0.80, None),
+    Precision.INT8_STATIC_CPU: ParityBounds(0.96, 0.985, 0.80, None),
     Precision.INT8_STATIC: ParityBounds(0.93, 0.97, 0.75, None),
 }
 

@@ -12,6 +12,8 @@ The accuracy guard can keep *sensitive node groups* of the core in fp32 as well
 - ``int8-dynamic``: ``quantize_dynamic``, QInt8 weights **per channel** (per-tensor loses too much on
   MiniLM), on the fused graph; ``DefaultTensorType`` fills in the types that ORT's contrib ops hide
   from ONNX shape inference.
+- ``int8-static-cpu``: the int8-dynamic graph with constant activation scales calibrated on real
+  sentences (:mod:`mtst.export.static_cpu`): the same CPU kernels and speed, batch-invariant answers.
 - ``int8-static``: ``quantize_static`` in QDQ format (what TensorRT consumes), symmetric int8
   activations and per-channel weights, MinMax calibration on real sentences, on the *unfused* graph
   (TensorRT fuses itself and does not take ORT's contrib ops).
@@ -33,6 +35,8 @@ import onnx
 
 from mtst.errors import ConfigError
 from mtst.runtime.manifest import Precision, parse_precision
+
+from .static_cpu import quantize_static_cpu
 
 __all__ = [
     "DEFAULT_FP32_GROUPS",
@@ -248,6 +252,8 @@ def _quantize(
                 nodes_to_quantize=allowed,
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
+        elif precision is Precision.INT8_STATIC_CPU:
+            options = quantize_static_cpu(named, dst, nodes=allowed, calibration=calibration)
         elif precision is Precision.INT8_STATIC:
             if not calibration:
                 raise ConfigError("int8-static needs calibration batches (real sentences)")

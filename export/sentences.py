@@ -23,6 +23,7 @@ from .parity import POOL_SIZE, load_sentences
 __all__ = [
     "CALIBRATION_SENTENCES",
     "ExportSentences",
+    "calibration_from_config",
     "default_sentence_file",
     "export_sentences",
     "parity_sentences",
@@ -67,7 +68,7 @@ def export_sentences(
     """The sentences step of a full export: the parity pool (``parity_data``, else the default corpus,
     else the guard's validation sentences) and, for int8-static, calibration sentences
     (``calibration``, else the tasks' training sentences, else the pool's file)."""
-    static = Precision.INT8_STATIC in precisions
+    static = bool({Precision.INT8_STATIC, Precision.INT8_STATIC_CPU} & set(precisions))
     source = Path(parity_data) if parity_data is not None else default_sentence_file(meta)
     if source is not None:
         pool = load_sentences(source, limit=POOL_SIZE)
@@ -81,7 +82,7 @@ def export_sentences(
             "or set MTST_BENCH_CORPUS"
         )
     if calibration is None and static:
-        calibration = _calibration_from_config(meta, tasks) or (
+        calibration = calibration_from_config(meta, tasks) or (
             load_sentences(source, limit=CALIBRATION_SENTENCES) if source and source.is_file() else pool
         )
     return ExportSentences(pool, source, calibration or [])
@@ -98,7 +99,7 @@ def parity_sentences(
     return ExportSentences(load_sentences(source, limit=POOL_SIZE) if source is not None else [], source)
 
 
-def _calibration_from_config(meta: Mapping[str, Any], tasks: Mapping[str, Any]) -> list[str]:
+def calibration_from_config(meta: Mapping[str, Any], tasks: Mapping[str, Any]) -> list[str]:
     """Up to CALIBRATION_SENTENCES real training sentences of the checkpoint's tasks (none without a config)."""
     if not meta.get("config"):
         return []

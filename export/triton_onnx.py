@@ -132,8 +132,10 @@ def _write_onnx_model(
                 f"{onnx_dir.name}: the graph holds ONNX Runtime fusions {variant.details['fusions']} that "
                 f"TensorRT cannot build; those nodes run on CUDA (export with --no-optimize for TensorRT)"
             )
-    if variant.precision is Precision.INT8_DYNAMIC and opts.device is Device.GPU:
-        notes.append(f"{onnx_dir.name}: int8-dynamic graphs run on CPU kernels even on GPU instances")
+    if variant.precision in (Precision.INT8_DYNAMIC, Precision.INT8_STATIC_CPU) and opts.device is Device.GPU:
+        notes.append(
+            f"{onnx_dir.name}: {variant.precision.value} graphs run on CPU kernels even on GPU instances"
+        )
     atomic_write_text(onnx_dir / "config.pbtxt", to_pbtxt(config))
     return outputs, notes
 

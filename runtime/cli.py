@@ -107,6 +107,17 @@ def _emit(preds: list[Prediction], fmt: str, start: int, *, embedding: bool, log
             click.echo(_table_row(start + k, p))
 
 
+def _predict_on_ray(bundle: Path, source: Path, output: Path, **options: Any) -> None:
+    """``--ray``: the corpus file or folder ``source`` on a Ray cluster into ``output`` (Parquet)."""
+    try:
+        from mtst.runtime.ray_corpus import predict_corpus
+
+        run = predict_corpus(bundle, source, output, **options)
+    except MtstError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(run.summary(), err=True)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("texts", nargs=-1)
@@ -160,6 +171,19 @@ def _emit(preds: list[Prediction], fmt: str, start: int, *, embedding: bool, log
 @click.option(
     "--progress/--no-progress", default=True, help="Progress bar on stderr for --file (only on a terminal)."
 )
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run --file PATH (a .txt/.jsonl/.parquet file or a folder of them) on a Ray cluster into "
+    "--output OUT.parquet: no ADDRESS starts a local one, 'auto' joins a running one (needs mtst[ray]).",
+)
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--actors", type=click.IntRange(min=1), default=2, show_default=True, help="Ray actors.")
+@click.option("--text-field", default="text", show_default=True, help="Text field of JSONL/Parquet input.")
 @click.option("-v", "--verbose", count=True, help="-v: info, -vv: debug logging on stderr.")
 def main(
     bundle: Path,
@@ -178,6 +202,10 @@ def main(
     embedding: bool,
     logits: bool,
     progress: bool,
+    ray_address: str | None,
+    output: Path | None,
+    actors: int,
+    text_field: str,
     verbose: int,
 ) -> None:
     """Predict every head of the bundle BUNDLE for each TEXT (or each line of --file).
@@ -206,6 +234,24 @@ def main(
         "thresholds": _thresholds(thresholds),
         "abstain": not no_abstain,
     }
+    if ray_address is not None:  # the corpus on a Ray cluster: mtst.runtime.ray_corpus does it all
+        if texts or file in (None, "-") or output is None or logits:
+            raise click.UsageError(
+                "--ray reads --file PATH and writes --output OUT.parquet (no TEXT, no --logits)"
+            )
+        engine_options = {  # intra_op_threads None: the CPUs Ray gives each actor
+            "providers": list(providers) or "auto",
+            "allow_fallback": allow_fallback,
+            "precision": precision,
+            "intra_op_threads": threads or None,
+            "batch_size": batch_size,
+        }
+        _predict_on_ray(
+            bundle, Path(str(file)), output, address=ray_address, actors=actors, text_column=text_field,
+            heads=head_names, embedding=embedding, min_entity_score=min_entity_score, progress=progress,
+            log_to_driver=verbose > 0, engine_options=engine_options,
+        )  # fmt: skip
+        return
 
     from mtst.runtime.engine import Engine  # after option parsing: --help stays instant
 

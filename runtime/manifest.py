@@ -69,15 +69,18 @@ class Precision(str, Enum):
     FP32 = "fp32"
     FP16 = "fp16"
     INT8_DYNAMIC = "int8-dynamic"
-    INT8_STATIC = "int8-static"
+    INT8_STATIC = "int8-static"  # QDQ, for TensorRT
+    INT8_STATIC_CPU = "int8-static-cpu"  # constant activation scales in ORT's CPU int8 ops: batch-invariant
 
 
 # what a person may write for a precision (CLI --quantize/--precision, experiment configs) -> Precision;
-# "none" and "int8" are the short forms of mtst-export's --quantize
+# "none" and "int8" are the short forms of mtst-export's --quantize ("int8": the CPU int8 whose answers do
+# not depend on the rest of the batch)
 PRECISION_ALIASES: dict[str, Precision] = {
     "none": Precision.FP32,
     "fp32": Precision.FP32,
-    "int8": Precision.INT8_DYNAMIC,
+    "int8": Precision.INT8_STATIC_CPU,
+    "int8-static-cpu": Precision.INT8_STATIC_CPU,
     "int8-dynamic": Precision.INT8_DYNAMIC,
     "int8-static": Precision.INT8_STATIC,
     "fp16": Precision.FP16,
@@ -286,6 +289,9 @@ class Manifest:
     encoder_sha256: str | None = None
     parity: str | None = None  # file name of parity.json
     provenance: dict[str, Any] = field(default_factory=dict)
+    # file name of the tokenizer's Unicode tables for the C++ runtime (mtst.export.tokenizer_tables);
+    # optional: older bundles and non-WordPiece tokenizers have none, and the Python runtime never reads it
+    tokenizer_tables: str | None = None
 
     # ------------------------------------------------------------------ access
     def head(self, name: str) -> HeadInfo:
@@ -321,6 +327,7 @@ class Manifest:
             "encoder_sha256": self.encoder_sha256,
             "parity": self.parity,
             "provenance": self.provenance,
+            **({"tokenizer_tables": self.tokenizer_tables} if self.tokenizer_tables else {}),
         }
 
     def to_json(self) -> str:
@@ -355,7 +362,13 @@ class Manifest:
         parity = d.get("parity")
         if parity is not None:
             check_relative_name(parity, field_name="parity")
-        listed = [*(g for v in variants for g in v.graphs.values()), *(x for x in (tokenizer, parity) if x)]
+        tables = d.get("tokenizer_tables")
+        if tables is not None:
+            check_relative_name(tables, field_name="tokenizer_tables")
+        listed = [
+            *(g for v in variants for g in v.graphs.values()),
+            *(x for x in (tokenizer, parity, tables) if x),
+        ]
         for name in listed:
             if name not in files:
                 raise BundleError(
@@ -379,6 +392,7 @@ class Manifest:
             encoder_sha256=d.get("encoder_sha256"),
             parity=parity,
             provenance=dict(d.get("provenance", {})),
+            tokenizer_tables=tables,
         )
 
     @classmethod

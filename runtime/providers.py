@@ -56,13 +56,31 @@ _ORT_NAMES = {
 _BY_ORT_NAME = {v: k for k, v in _ORT_NAMES.items()}
 AUTO_CHAIN = (Provider.TENSORRT, Provider.CUDA, Provider.CPU)
 
-# Which precision suits which provider, best first. Dynamically quantized int8 runs only on CPU
-# kernels (under CUDA it falls back to CPU op by op), fp16 is slow on CPU, and static QDQ int8 is what
-# TensorRT builds int8 engines from.
+# Which precision suits which provider, best first. int8 in ORT's CPU operators (static int8-static-cpu,
+# batch-invariant, as fast as dynamic; then int8-dynamic) runs only on CPU kernels (under CUDA it falls
+# back to CPU op by op), fp16 is slow on CPU, and static QDQ int8 is what TensorRT builds int8 engines from.
 _PREFERENCE = {
-    Provider.CPU: (Precision.INT8_DYNAMIC, Precision.FP32, Precision.INT8_STATIC, Precision.FP16),
-    Provider.CUDA: (Precision.FP16, Precision.FP32, Precision.INT8_STATIC, Precision.INT8_DYNAMIC),
-    Provider.TENSORRT: (Precision.INT8_STATIC, Precision.FP16, Precision.FP32, Precision.INT8_DYNAMIC),
+    Provider.CPU: (
+        Precision.INT8_STATIC_CPU,
+        Precision.INT8_DYNAMIC,
+        Precision.FP32,
+        Precision.INT8_STATIC,
+        Precision.FP16,
+    ),
+    Provider.CUDA: (
+        Precision.FP16,
+        Precision.FP32,
+        Precision.INT8_STATIC,
+        Precision.INT8_STATIC_CPU,
+        Precision.INT8_DYNAMIC,
+    ),
+    Provider.TENSORRT: (
+        Precision.INT8_STATIC,
+        Precision.FP16,
+        Precision.FP32,
+        Precision.INT8_STATIC_CPU,
+        Precision.INT8_DYNAMIC,
+    ),
 }
 
 

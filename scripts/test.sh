@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The tests, from a fresh clone in a plain shell: make (or reuse) the venv with the dev extras, then lint,
-# type-check and run every test (slow ones included). CI (.ci/run) calls exactly this.
+# The tests, from a fresh clone in a plain shell: make (or reuse) the venv with the dev extras, lint,
+# type-check, build the C++ runtime (+ ctest), then run every test (slow ones included). CI (.ci/run)
+# calls exactly this.
 # Usage: bash scripts/test.sh [PYTEST ARGS...]      e.g. bash scripts/test.sh tests/runtime -x
 # Environment: MTST_VENV (default .venv, the main job's venv is reused), MTST_DATA_ROOT (the folder with
 # conll2003/, sst2/, banking77/ ...; default: ../shared/data beside this checkout, or beside the repository
-# it was cloned from), MTST_SKIP_LINT=1 (tests only).
+# it was cloned from), MTST_SKIP_LINT=1 (no lint/types), MTST_SKIP_CPP=1 (no C++ build; tests/cpp then skip).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -51,5 +52,29 @@ if [ "${MTST_SKIP_LINT:-0}" != 1 ]; then
   echo "== lint and types"
   make check
 fi
+if [ "${MTST_SKIP_CPP:-0}" != 1 ]; then
+  # The C++ runtime (runtime/cpp): system packages, configure (ONNX Runtime headers from npm, the library
+  # from the onnxruntime wheel installed above), build, ctest. pytest then compares it with the Python
+  # runtime (tests/cpp); MTST_REQUIRE_CPP makes a missing build fail those tests instead of skipping.
+  echo "== C++ runtime"
+  missing=""
+  for pair in cmake:cmake g++:g++ ninja:ninja-build npm:npm; do
+    command -v "${pair%%:*}" >/dev/null || missing="$missing ${pair#*:}"
+  done
+  for deb in nlohmann-json3-dev libssl-dev; do
+    dpkg -s "$deb" >/dev/null 2>&1 || missing="$missing $deb"
+  done
+  if [ -n "$missing" ]; then
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    # shellcheck disable=SC2086
+    $SUDO apt-get update -q && $SUDO apt-get install -y -q --no-install-recommends $missing
+  fi
+  CPP_BUILD=${MTST_CPP_BUILD:-build}
+  cmake -S . -B "$CPP_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release -DMTST_PYTHON="$(command -v python)"
+  cmake --build "$CPP_BUILD" -j2
+  ctest --test-dir "$CPP_BUILD" --output-on-failure
+  export MTST_CPP_BUILD="$CPP_BUILD" MTST_REQUIRE_CPP=1
+fi
+
 echo "== tests"
 python -m pytest "$@"

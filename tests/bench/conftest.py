@@ -55,7 +55,7 @@ def export_bench_bundle(
 
 @pytest.fixture(scope="session")
 def split_bundle(export_bench_bundle: Callable[..., Path]) -> Path:
-    """fp32 and int8-dynamic variants, split layout (encoder.onnx + heads.onnx + token_heads.onnx)."""
+    """fp32 and int8 (int8-static-cpu) variants, split layout (encoder.onnx + heads.onnx + token_heads.onnx)."""
     return export_bench_bundle("bench-split", quantize=["none", "int8"], split=True)
 
 

@@ -33,23 +33,23 @@ def test_cli_writes_reports(split_bundle: Path, bench_corpus: Path, tmp_path: Pa
         bench_corpus,
         out,
         "--precision",
-        "int8-dynamic",
+        "int8-static-cpu",
         "--scenario",
         "realtime,throughput",
         "--no-open-loop",
         *SHORT,
     )
     assert set(report["scenarios"]) == {"realtime", "throughput", "profile"}
-    assert [s["name"] for s in report["systems"]] == ["mtst int8-dynamic"]
+    assert [s["name"] for s in report["systems"]] == ["mtst int8-static-cpu"]
     assert report["scenarios"]["realtime"]["open_loop"] == {}
-    assert "--precision int8-dynamic" in report["command"]
+    assert "--precision int8-static-cpu" in report["command"]
     assert report["settings"]["realtime_sentences"] == 8
     for name in ("report.md", "latency_cdf.png", "throughput.png"):
         assert (out / name).stat().st_size > 0
     assert not (out / "cold_start.png").exists()
     # the targets are printed, each with its verdict
     assert (
-        "mtst int8-dynamic  batch-1 p50 latency end to end, relative to the fastest peer <= 0.55x: not measured"
+        "mtst int8-static-cpu  batch-1 p50 latency end to end, relative to the fastest peer <= 0.55x: not measured"
         in result.output
     )
     assert f"wrote {out / 'latency_cdf.png'}" in result.output
@@ -124,12 +124,12 @@ def test_missing_peer_library_is_skipped_with_install_hint(
 def test_peer_export_failure_is_skipped_with_the_error(
     bench_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mtst.bench import peers
+    from mtst.bench import peer_optimum, peers
 
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("no ONNX config for this architecture")
 
-    monkeypatch.setattr(peers, "_export_optimum", broken)
+    monkeypatch.setattr(peer_optimum, "_export_optimum", broken)
     ref = peers.TorchReference(bench_checkpoint, threads=1)
     with peers.build_peers(
         ref, peers.parse_compare("torch,optimum-fp32"), threads=1, spinning=False, batch_size=8

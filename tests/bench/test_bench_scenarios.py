@@ -17,7 +17,7 @@ from mtst.bench.targets import TARGETS
 from mtst.errors import BundleError, ConfigError, DataError
 from mtst.runtime import Engine
 
-SYSTEMS = ("mtst int8-dynamic", "mtst fp32")  # the CPU's preferred variant first: the reference
+SYSTEMS = ("mtst int8-static-cpu", "mtst fp32")  # the CPU's preferred variant first: the reference
 # the options of the ``tiny_report`` run (tests/bench/conftest.py)
 TINY_RUN = {"realtime_sentences": 12, "rounds": 1, "open_loop_trials": 3, "swaps": 4}
 
@@ -35,7 +35,7 @@ def test_report_records_machine_bundle_and_data(
     (b,) = report["bundles"]
     assert b["path"] == str(split_bundle.resolve())
     assert len(b["manifest_sha256"]) == 64 and b["encoder_sha256"]
-    assert {v["key"] for v in b["variants"]} == {"fp32/split", "int8-dynamic/split"}
+    assert {v["key"] for v in b["variants"]} == {"fp32/split", "int8-static-cpu/split"}
     data = report["data"]
     assert data["n_sentences"] == 1000 and data["source"].endswith("corpus-1000.txt")
     assert data["realtime_sample"]["n"] == TINY_RUN["realtime_sentences"]
@@ -56,7 +56,7 @@ def test_fidelity_against_torch_fp32(tiny_report: tuple[dict[str, Any], Path]) -
     assert fp32["label_agreement"] == {"intent": 1.0, "ner": 1.0}
     assert fp32["label_counts"]["intent"] == TINY_RUN["realtime_sentences"]
     assert fp32["label_counts"]["ner"] > TINY_RUN["realtime_sentences"]  # one label per word
-    int8 = fid["mtst int8-dynamic"]
+    int8 = fid["mtst int8-static-cpu"]
     assert 0.9 < int8["cos_min"] <= int8["cos_mean"] <= 1.0 + 1e-6
 
 
@@ -65,7 +65,7 @@ def test_realtime_closed_and_open_loop(tiny_report: tuple[dict[str, Any], Path])
     rt = report["scenarios"]["realtime"]
     cl = rt["closed_loop"]
     n = TINY_RUN["realtime_sentences"] * TINY_RUN["rounds"]
-    assert rt["reference"] == "mtst int8-dynamic"
+    assert rt["reference"] == "mtst int8-static-cpu"
     for name in SYSTEMS:
         lat = cl["systems"][name]["latency"]
         samples = np.asarray(cl["samples_ms"][name])
@@ -75,10 +75,10 @@ def test_realtime_closed_and_open_loop(tiny_report: tuple[dict[str, Any], Path])
     ratio = cl["systems"]["mtst fp32"]["ratio_to_reference"]
     expected = (
         cl["systems"]["mtst fp32"]["latency"]["p50_ms"]
-        / cl["systems"]["mtst int8-dynamic"]["latency"]["p50_ms"]
+        / cl["systems"]["mtst int8-static-cpu"]["latency"]["p50_ms"]
     )
     assert ratio == pytest.approx(expected)
-    assert cl["systems"]["mtst int8-dynamic"]["ratio_to_reference"] == 1.0
+    assert cl["systems"]["mtst int8-static-cpu"]["ratio_to_reference"] == 1.0
     for name in SYSTEMS:
         ol = rt["open_loop"][name]
         assert ol["fixed"]["rate"] > 0 and ol["fixed"]["failed"] == 0
@@ -215,7 +215,7 @@ def test_report_files_and_plots(tiny_report: tuple[dict[str, Any], Path]) -> Non
         "## Where the time goes",
     ):
         assert heading in md
-    assert "| mtst int8-dynamic |" in md and "![latency_cdf.png](latency_cdf.png)" in md
+    assert "| mtst int8-static-cpu |" in md and "![latency_cdf.png](latency_cdf.png)" in md
 
 
 def test_single_graph_bundle_reports_why_frozen_parts_did_not_run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,13 @@ from mtst.bench import targets as tg
 from mtst.bench.config import BenchConfig, Scenario, parse_scenarios
 from mtst.bench.data import length_stats, load_bundle_sentences, load_sentences
 from mtst.bench.fidelity import cosine_rows, label_agreement
+from mtst.bench.peer_base import mean_pool
+from mtst.bench.peer_worker import PeerProcess
 from mtst.bench.peers import Peer, parse_compare
 from mtst.bench.system import cpu_info
 from mtst.bench.systems import Batching
 from mtst.bench.throughput import corpus_batches
-from mtst.bench.timing import interleaved, run_open_loop, summarize
+from mtst.bench.timing import Measured, interleaved, run_open_loop, summarize
 from mtst.errors import ConfigError, DataError
 from mtst.runtime.batching import padding_waste
 
@@ -196,3 +199,35 @@ def test_config_validation(tmp_path: Path) -> None:
         BenchConfig(bundles=(tmp_path,), provider="tpu")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="p99-target-ms: expected a number > 0"):
         BenchConfig(bundles=(tmp_path,), p99_target_ms=0)
+
+
+def test_interleaved_takes_the_time_a_call_measured_itself() -> None:
+    """A peer in its own process returns Measured: its own figure counts, not the pipe's round trip."""
+    systems = {"remote": lambda item: Measured(1_000 + item), "local": lambda item: None}
+    times = interleaved(systems, [1, 2, 3], rounds=1)
+    assert times["remote"] == [1_001, 1_002, 1_003]
+    assert all(t > 0 for t in times["local"])
+
+
+def test_mean_pool_counts_each_sentence_own_tokens() -> None:
+    hidden = np.zeros((2, 3, 2), dtype=np.float32)
+    hidden[0] = [[1, 0], [3, 0], [100, 100]]  # third position is padding for sentence 0
+    hidden[1] = [[0, 1], [0, 1], [0, 1]]
+    out = mean_pool(hidden, [2, 3])
+    np.testing.assert_allclose(out, [[1.0, 0.0], [0.0, 1.0]])
+
+
+def test_peer_process_answers_and_reports_child_errors() -> None:
+    """The worker protocol end to end (this interpreter): a backend that fails to open is a clear error."""
+    from mtst.errors import MtstError
+
+    with pytest.raises(MtstError, match=r"^peer broken: KeyError: 'dir'$"):
+        PeerProcess("broken", python=sys.executable, opener="mtst.bench.peer_ct2:open_ctranslate2", params={})
+    proc = PeerProcess("calls", python=sys.executable, opener="", params={})
+    try:
+        assert proc.call("mtst.bench.peer_ct2:best_cpu_isa", {"flags": ["avx2", "sse4_2"]}) == "AVX2"
+        with pytest.raises(MtstError, match="peer calls: RuntimeError: run_one: no backend opened"):
+            proc.run_one("hello")
+    finally:
+        proc.close()
+    assert proc._proc.poll() is not None  # closed: the child has exited

@@ -33,7 +33,9 @@ def test_single_bundle_has_contract_files_manifest_and_dynamic_axes(
         "model.onnx",
         "parity.json",
         "tokenizer.json",
+        "tokenizer.tables.json",  # the C++ runtime's Unicode tables (mtst.export.tokenizer_tables)
     ]
+    assert m.tokenizer_tables == "tokenizer.tables.json" and "tokenizer.tables.json" in m.files
     assert m.inputs == ("input_ids", "attention_mask", "token_type_ids")
     assert (m.max_seq_len, m.pooling, m.embedding_dim, m.pad_token_id) == (64, "mean", 32, 0)
     assert [(h.name, h.kind, h.output) for h in m.heads] == [
@@ -55,7 +57,7 @@ def test_single_bundle_has_contract_files_manifest_and_dynamic_axes(
     prov = m.provenance
     assert prov["base_encoder"] and prov["checkpoint"]["path"] == str(tiny_checkpoint.resolve())
     assert set(prov["versions"]) == {"mtst", "torch", "onnx", "onnxruntime", "transformers"}
-    assert set(m.files) == {"model.onnx", "parity.json", "tokenizer.json"}
+    assert set(m.files) == {"model.onnx", "parity.json", "tokenizer.json", "tokenizer.tables.json"}
     assert m.files["model.onnx"].bytes == (tiny_bundle / "model.onnx").stat().st_size
 
     graph = onnx.load(str(tiny_bundle / "model.onnx"))
@@ -225,6 +227,7 @@ def test_export_hashes_every_file_once(tiny_checkpoint, tmp_path, bench_corpus, 
     out = tmp_path / "b"
     export_bundle(tiny_checkpoint, out, split=True, parity_data=bench_corpus, accuracy_guard=False)
     files = Manifest.read(out).files
-    assert len(files) == 5 and sorted(hashed) == sorted(files)
+    # encoder.onnx, heads.onnx, token_heads.onnx, tokenizer.json, tokenizer.tables.json, parity.json
+    assert len(files) == 6 and sorted(hashed) == sorted(files)
     for name, entry in files.items():
         assert entry.sha256 == real(out / name)

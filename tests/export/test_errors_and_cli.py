@@ -29,7 +29,9 @@ def test_missing_checkpoint(tmp_path: Path) -> None:
 
 
 def test_unknown_precision(tiny_checkpoint: Path, tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"quantize 'int4': expected one of none, fp32, int8, int8-dynamic"):
+    with pytest.raises(
+        ConfigError, match=r"quantize 'int4': expected one of none, fp32, int8, int8-static-cpu, int8-dynamic"
+    ):
         export_bundle(tiny_checkpoint, tmp_path / "b", quantize=["none", "int4"])
 
 
@@ -82,6 +84,8 @@ def test_cli_writes_a_multi_precision_bundle(
         "--quantize",
         "int8",
         "--quantize",
+        "int8-dynamic",
+        "--quantize",
         "fp16",
     ]
     result = CliRunner().invoke(
@@ -91,12 +95,14 @@ def test_cli_writes_a_multi_precision_bundle(
     m = verify_bundle(out)
     assert [(v.precision, v.layout) for v in m.variants] == [
         (Precision.FP32, Layout.SPLIT),
+        (Precision.INT8_STATIC_CPU, Layout.SPLIT),
         (Precision.INT8_DYNAMIC, Layout.SPLIT),
         (Precision.FP16, Layout.SPLIT),
     ]
     assert {v.graphs["heads"] for v in m.variants} == {"heads.onnx"}  # heads stay fp32, shared
     assert (
-        "int8-dynamic/split" in result.output
+        "int8-static-cpu/split" in result.output
+        and "int8-dynamic/split" in result.output
         and "fusions: EmbedLayerNormalization×1, Attention×2" in result.output
     )
 

@@ -18,6 +18,7 @@ from mtst.export.onnx import GraphKind, export_graph
 from mtst.export.parity import BATCH_SIZES, build_cases, load_sentences, parity_lengths, trace_length
 from mtst.export.quantize import encoder_core, sensitive_groups
 from mtst.runtime import verify_bundle
+from mtst.runtime.manifest import Precision
 
 
 @pytest.fixture
@@ -103,14 +104,20 @@ def test_int8_on_the_tiny_model_and_the_guard_in_agreement_mode(
     report = export_bundle(tiny_checkpoint, out, quantize="int8", parity_data=bench_corpus)
     m = verify_bundle(out)
     (v,) = m.variants
-    assert v.graphs == {"model": "model.int8.onnx"}
+    # "int8" is the batch-invariant CPU int8: constant activation scales calibrated on real sentences
+    assert (v.precision, v.graphs) == (Precision.INT8_STATIC_CPU, {"model": "model.int8-static-cpu.onnx"})
+    assert v.details["quantization"]["batch_invariant"] is True
+    assert v.details["quantization"]["calibration_sentences"] > 0
+    ops = {n.op_type for n in onnx.load(str(out / "model.int8-static-cpu.onnx")).graph.node}
+    assert "DynamicQuantizeLinear" not in ops and "MatMulInteger" not in ops
+    assert {"QuantizeLinear", "MatMulIntegerToFloat", "QAttention"} <= ops
     assert report.guard == "label agreement on real sentences (no validation data)"
     guard = v.details["guard"]
     assert guard["attempts"][-1]["passed"]
     tasks = guard["attempts"][-1]["tasks"]
     assert tasks["intent"]["mode"] == "agreement" and tasks["intent"]["label_agreement"] >= 0.97
     doc = json.loads((out / "parity.json").read_text())
-    assert doc["bounds"]["int8-dynamic/single"]["label_agreement"] == 0.80
+    assert doc["bounds"]["int8-static-cpu/single"]["label_agreement"] == 0.80
 
 
 def test_guard_refuses_with_a_table_when_no_attempt_is_good_enough(

@@ -44,7 +44,7 @@ def test_fp32_and_int8_fused_pass_parity_and_the_accuracy_guard(
     report = export_bundle(
         trained_minilm_checkpoint,
         out,
-        quantize=["none", "int8"],
+        quantize=["none", "int8-dynamic"],
         parity_data=bench_corpus,
         eval_limit=200,
         max_metric_drop=0.02,  # 200 examples a task: one intent label is 0.005

@@ -170,13 +170,13 @@ def test_swap_real_heads_bundle(
         engine.swap_heads(tmp_path / "foreign")
 
 
-@pytest.mark.slow
-def test_minilm_fp32_and_int8_bundle(minilm_path: Path, bench_corpus: Path, tmp_path: Path) -> None:
-    """Real backbone: one bundle with fp32 and int8 variants; CPU picks int8; both stay in bounds."""
+@pytest.fixture(scope="module")
+def minilm_int8_bundle(minilm_path: Path, bench_corpus: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Real backbone, untrained heads (margins widened): one bundle with fp32, int8 (= int8-static-cpu)
+    and int8-dynamic variants; returns (model, bundle)."""
     import torch
 
     from mtst.export import export_bundle
-    from mtst.export.parity import PARITY_BOUNDS
     from mtst.model import MultiTaskModel
     from mtst.tasks import TaskSpec
 
@@ -192,18 +192,34 @@ def test_minilm_fp32_and_int8_bundle(minilm_path: Path, bench_corpus: Path, tmp_
     with torch.no_grad():  # untrained heads have tiny margins (DESIGN.md); widen them like training does
         for p in model.heads.parameters():
             p.mul_(5.0)
-    ckpt = model.save_pretrained(tmp_path / "ckpt")
-    bundle = tmp_path / "bundle"
-    export_bundle(ckpt, bundle, quantize=["none", "int8"], parity_data=bench_corpus, accuracy_guard=False)
+    tmp = tmp_path_factory.mktemp("minilm-int8")
+    ckpt = model.save_pretrained(tmp / "ckpt")
+    bundle = tmp / "bundle"
+    export_bundle(
+        ckpt,
+        bundle,
+        quantize=["none", "int8", "int8-dynamic"],
+        parity_data=bench_corpus,
+        accuracy_guard=False,
+    )
+    return model, bundle
+
+
+@pytest.mark.slow
+def test_minilm_fp32_and_int8_bundle(minilm_int8_bundle, bench_corpus: Path) -> None:
+    """Real backbone: one bundle with fp32 and two int8 variants; CPU picks int8-static-cpu; all in bounds."""
+    from mtst.export.parity import PARITY_BOUNDS
+
+    model, bundle = minilm_int8_bundle
     texts = _corpus(bench_corpus, 60)
     ref = _torch_outputs(model, texts)
     auto = Engine.load(bundle, providers="cpu")
-    assert auto.variant.precision is Precision.INT8_DYNAMIC
-    for precision in (Precision.FP32, Precision.INT8_DYNAMIC):
+    assert auto.variant.precision is Precision.INT8_STATIC_CPU
+    for precision in (Precision.FP32, Precision.INT8_STATIC_CPU, Precision.INT8_DYNAMIC):
         engine = (
             auto
-            if precision is Precision.INT8_DYNAMIC
-            else Engine.load(bundle, providers="cpu", precision="fp32")
+            if precision is Precision.INT8_STATIC_CPU
+            else Engine.load(bundle, providers="cpu", precision=precision)
         )
         b = PARITY_BOUNDS[precision]
         preds = engine.predict(texts, return_embedding=True, return_logits=True)
@@ -215,3 +231,45 @@ def test_minilm_fp32_and_int8_bundle(minilm_path: Path, bench_corpus: Path, tmp_
             logit_tol=b.logits_max_abs,
             agree=b.label_agreement,
         )
+
+
+def _alone_and_batched(engine: Engine, texts: list[str]) -> tuple[np.ndarray, int]:
+    """(cosine of each text's embedding alone vs inside a random batch of 32, labels that differ)."""
+    import random
+
+    def run(batch: list[str]) -> list[Prediction]:
+        return engine.predict(batch, return_embedding=True, return_logits=True)
+
+    alone = [run([t])[0] for t in texts]
+    order = list(range(len(texts)))
+    random.Random(0).shuffle(order)
+    cos = np.empty(len(texts))
+    changed = 0
+    for start in range(0, len(order), 32):
+        idx = order[start : start + 32]
+        for i, p in zip(idx, run([texts[i] for i in idx]), strict=True):
+            a = alone[i]
+            assert p.logits is not None and a.logits is not None
+            cos[i] = float(np.dot(p.embedding, a.embedding))
+            # every label: the sentence head's, and the token head's tag of every token
+            for head in p.logits:
+                changed += int(np.count_nonzero(p.logits[head].argmax(-1) != a.logits[head].argmax(-1)))
+    return cos, changed
+
+
+@pytest.mark.slow
+def test_int8_answers_do_not_depend_on_the_rest_of_the_batch(minilm_int8_bundle, bench_corpus: Path) -> None:
+    """The int8 the runtime picks on CPU: 500 real sentences alone vs inside random batches of 32 (one
+    padded batch each) -- every label equal, embedding cosine >= 0.9999. int8-dynamic, whose activation
+    scale spans the whole batch tensor, is not."""
+    _, bundle = minilm_int8_bundle
+    texts = _corpus(bench_corpus, 500)
+    whole = {"providers": "cpu", "batch_size": 32, "max_batch_tokens": None, "intra_op_threads": 1}
+    engine = Engine.load(bundle, **whole)
+    assert engine.variant.precision is Precision.INT8_STATIC_CPU
+    cos, changed = _alone_and_batched(engine, texts)
+    assert changed == 0
+    assert cos.min() >= 0.9999, f"min cosine alone vs batched {cos.min():.6f}"
+    dynamic = Engine.load(bundle, precision="int8-dynamic", **whole)
+    cos_dynamic, _ = _alone_and_batched(dynamic, texts)
+    assert cos_dynamic.min() < 0.9999  # the test can tell the difference
