@@ -68,11 +68,16 @@ class HeadView:
     threshold: float
 
 
+Answers = dict[str, list[SentenceLabel] | list[TokenEntities]]
+TokenRows = list[tuple[np.ndarray, np.ndarray]]  # per text: sub-token char offsets (T, 2), logits (T, L)
+
+
 class Predictor(Protocol):
     heads: Mapping[str, HeadView]
 
-    def run(self, texts: list[str]) -> dict[str, list[SentenceLabel] | list[TokenEntities]]:
-        """Every head on ``texts``, thresholds off (scores calibrated, every entity kept)."""
+    def run(self, texts: list[str], *, rows_of: str | None = None) -> tuple[Answers, TokenRows | None]:
+        """Every head on ``texts``, thresholds off (scores calibrated, every entity kept); with
+        ``rows_of`` (a token head) also that head's logits and sub-token offsets per text."""
         ...
 
 
@@ -122,6 +127,19 @@ def _source(
         raise ConfigError(f"{path}: {exc}") from None
 
 
+def _sniff_text_file(path: Path) -> str | None:
+    """``lines`` for a ``.txt`` file of plain sentences, None (the suffix's own format: CoNLL) for one whose
+    first line ends in a tag (``O``, ``B-X``, ``I-X``) or starts a CoNLL document."""
+    if path.suffix.lower() != ".txt" or not path.is_file():
+        return None
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        first = next((line.split() for line in fh if line.strip()), [])
+    conll = len(first) >= 2 and (
+        first[0] == "-DOCSTART-" or first[-1] == "O" or first[-1][:2] in ("B-", "I-")
+    )
+    return None if conll else "lines"
+
+
 def _template(training_config: Mapping[str, Any] | None, task: str) -> Mapping[str, Any] | None:
     for t in (training_config or {}).get("tasks", []):
         if t.get("name") == task:
@@ -143,24 +161,27 @@ def read_eval_files(
     """The ``--data`` (labelled) and ``--ood`` (texts) files, read for the heads they name; ``limit``:
     at most that many examples a file (a seeded sample, file order kept)."""
     formats = dict(formats or {})
-    for task, fmt in formats.items():
-        if task not in heads:
-            raise ConfigError(f"--format {task}={fmt}: no head {task!r}; the heads are {sorted(heads)}")
+    for task, given in formats.items():
+        if task not in heads and task != ANY_HEAD:
+            raise ConfigError(f"--format {task}={given}: no head {task!r}; the heads are {sorted(heads)}")
     out: list[EvalFile] = []
     seen: set[str] = set()
     for option, values in (("--data", data), ("--ood", ood)):
         for value in values:
             task, path, split = parse_file_option(value, option)
+            fmt: str | None = formats.get(task)
+            if option == "--ood" and fmt is None:
+                fmt = _sniff_text_file(data_root / path if data_root is not None else Path(path))
             if option == "--ood" and task == ANY_HEAD:  # texts that no head should answer
-                source = _source(path, split, None, None, limit)
-                out.append(EvalFile(task, path, load_texts(source, data_root=data_root), None))
+                source = _source(path, split, fmt, None, limit)
+                out.append(EvalFile(task, value, load_texts(source, data_root=data_root), None))
                 continue
             if task not in heads:
                 raise ConfigError(f"{option} {value!r}: no head {task!r}; the heads are {sorted(heads)}")
             if option == "--data" and task in seen:
                 raise ConfigError(f"--data: head {task!r} given twice")
             seen.add(task)
-            source = _source(path, split, formats.get(task), _template(training_config, task), limit)
+            source = _source(path, split, fmt, _template(training_config, task), limit)
             if option == "--ood":
                 out.append(
                     EvalFile(task, value.split("=", 1)[1], load_texts(source, data_root=data_root), None)
@@ -184,23 +205,28 @@ class _Outputs:
 
     probs: np.ndarray | None = None  # (N, L)
     entities: list[tuple[Entity, ...]] | None = None
+    rows: TokenRows | None = None  # the file's own token head: logits per sub-token
 
 
 def _run_file(predictor: Predictor, f: EvalFile, tick: Callable[[int], None]) -> dict[str, _Outputs]:
     out: dict[str, _Outputs] = {name: _Outputs() for name in predictor.heads}
     probs: dict[str, list[np.ndarray]] = {}
     ents: dict[str, list[tuple[Entity, ...]]] = {}
+    own_token = f.examples is not None and predictor.heads[f.task].kind == "token"
+    rows: TokenRows = []
     for s in range(0, len(f.texts), _CHUNK):
         chunk = f.texts[s : s + _CHUNK]
-        for name, answers in predictor.run(chunk).items():
+        answers_of, chunk_rows = predictor.run(chunk, rows_of=f.task if own_token else None)
+        rows.extend(chunk_rows or [])
+        for name, answers in answers_of.items():
             view = predictor.heads[name]
             if view.kind == "sentence":
-                rows = [
+                table = [
                     [a.scores[label] for label in view.labels]
                     for a in answers
                     if isinstance(a, SentenceLabel)
                 ]
-                probs.setdefault(name, []).append(np.asarray(rows, dtype=np.float64))
+                probs.setdefault(name, []).append(np.asarray(table, dtype=np.float64))
             else:
                 ents.setdefault(name, []).extend(a.entities for a in answers if isinstance(a, TokenEntities))
         tick(len(chunk))
@@ -208,6 +234,8 @@ def _run_file(predictor: Predictor, f: EvalFile, tick: Callable[[int], None]) ->
         out[name].probs = np.concatenate(parts)
     for name, found in ents.items():
         out[name].entities = found
+    if own_token:
+        out[f.task].rows = rows
     return out
 
 
@@ -263,18 +291,36 @@ def _tags(n: int, spans: Iterable[tuple[str, int, int]]) -> list[str]:
     return tags
 
 
+def _word_tags(
+    tokens: Sequence[str], offsets: np.ndarray, logits: np.ndarray, labels: Sequence[str]
+) -> list[str]:
+    """Training's tags (mtst.alignment.predictions_to_tags): each given token's tag is the arg-max at its
+    first sub-token; tokens cut off by truncation are ``O``. ``offsets`` index the tokens joined by spaces."""
+    firsts = np.asarray(offsets)[:, 0]
+    real = np.asarray(offsets)[:, 1] > firsts  # special tokens have empty spans
+    tags, pos = [], 0
+    for tok in tokens:
+        inside = np.flatnonzero(real & (firsts >= pos) & (firsts < pos + len(tok)))
+        tags.append(labels[int(logits[inside[0]].argmax())] if len(inside) else "O")
+        pos += len(tok) + 1
+    return tags
+
+
 def _token_metrics(
-    found: list[tuple[Entity, ...]], examples: Sequence[Example], view: HeadView
+    found: list[tuple[Entity, ...]], rows: TokenRows | None, examples: Sequence[Example], view: HeadView
 ) -> dict[str, float]:
     from mtst.metrics import token_metrics
 
     tokens = [ex for ex in examples if isinstance(ex, TokenExample)]
     gold = [list(ex.tags) for ex in tokens]
     every, kept, scores, right = [], [], [], []
-    for ex, ents in zip(tokens, found, strict=True):
+    for k, (ex, ents) in enumerate(zip(tokens, found, strict=True)):
         pairs = _token_spans(ex.tokens, ents)
         truth = set(bio_spans(ex.tags))
-        every.append(_tags(len(ex.tokens), [sp for _, sp in pairs]))
+        if rows is not None:  # word-level tags as training evaluates them
+            every.append(_word_tags(ex.tokens, rows[k][0], rows[k][1], view.labels))
+        else:
+            every.append(_tags(len(ex.tokens), [sp for _, sp in pairs]))
         kept.append(_tags(len(ex.tokens), [sp for e, sp in pairs if e.score >= view.threshold]))
         scores += [e.score for e, _ in pairs]
         right += [sp in truth for _, sp in pairs]
@@ -319,7 +365,7 @@ def score_predictor(
             heads[f.task] = {"data": f.name, **_sentence_metrics(o.probs, f.examples, view)}
             own_scores[f.task] = o.probs.max(axis=1)
         elif o.entities is not None:
-            heads[f.task] = {"data": f.name, **_token_metrics(o.entities, f.examples, view)}
+            heads[f.task] = {"data": f.name, **_token_metrics(o.entities, o.rows, f.examples, view)}
     cross: dict[str, dict[str, dict[str, float]]] = {}
     for f, out in zip(files, outputs, strict=True):
         for name, view in predictor.heads.items():
@@ -367,6 +413,7 @@ class EnginePredictor:
         from mtst.runtime.manifest import HeadKind
 
         self.engine = engine
+        self._tok: Any = None
         heads = engine.heads.values()
         self.heads = _views(
             (
@@ -377,9 +424,30 @@ class EnginePredictor:
             abstain,
         )
 
-    def run(self, texts: list[str]) -> dict[str, list[SentenceLabel] | list[TokenEntities]]:
-        preds = self.engine.predict(texts, abstain=False)
-        return {name: [p.heads[name] for p in preds] for name in self.heads}  # type: ignore[misc]
+    def run(self, texts: list[str], *, rows_of: str | None = None) -> tuple[Answers, TokenRows | None]:
+        preds = self.engine.predict(texts, abstain=False, return_logits=rows_of is not None)
+        answers = {name: [p.heads[name] for p in preds] for name in self.heads}
+        if rows_of is None:
+            return answers, None  # type: ignore[return-value]
+        # the runtime's own tokenization (same file, same truncation) gives the offsets of its logits rows
+        encs = self._tokenizer().encode_batch(texts, add_special_tokens=True)
+        rows = []
+        for p, e in zip(preds, encs, strict=True):
+            assert p.logits is not None
+            logits = p.logits[rows_of]
+            if len(logits) != len(e.offsets):
+                raise DataError(f"{p.text[:40]!r}: {len(logits)} logits rows for {len(e.offsets)} tokens")
+            rows.append((np.asarray(e.offsets, dtype=np.int64), logits))
+        return answers, rows  # type: ignore[return-value]
+
+    def _tokenizer(self) -> Any:
+        if self._tok is None:
+            from tokenizers import Tokenizer
+
+            self._tok = Tokenizer.from_file(str(self.engine.bundle.tokenizer_path))
+            self._tok.no_padding()
+            self._tok.enable_truncation(self.engine.bundle.manifest.max_seq_len)
+        return self._tok
 
 
 class TorchPredictor:
@@ -412,17 +480,21 @@ class TorchPredictor:
             abstain,
         )
 
-    def run(self, texts: list[str]) -> dict[str, list[SentenceLabel] | list[TokenEntities]]:
+    def run(self, texts: list[str], *, rows_of: str | None = None) -> tuple[Answers, TokenRows | None]:
         out: dict[str, list[Any]] = {name: [None] * len(texts) for name in self.heads}
+        rows: list[Any] = [None] * len(texts)
         order = np.argsort([len(t) for t in texts], kind="stable")
         for s in range(0, len(order), self.batch_size):
             idx = [int(i) for i in order[s : s + self.batch_size]]
-            for name, answers in self._batch([texts[i] for i in idx]).items():
+            answers_of, batch_rows = self._batch([texts[i] for i in idx], rows_of)
+            for name, answers in answers_of.items():
                 for i, a in zip(idx, answers, strict=True):
                     out[name][i] = a
-        return out
+            for i, r in zip(idx, batch_rows, strict=False):
+                rows[i] = r
+        return out, (rows if rows_of is not None else None)
 
-    def _batch(self, texts: list[str]) -> dict[str, list[Any]]:
+    def _batch(self, texts: list[str], rows_of: str | None) -> tuple[dict[str, list[Any]], TokenRows]:
         import torch
 
         from mtst.runtime.results import HeadDecoding, decode_sentence, decode_tokens
@@ -435,6 +507,10 @@ class TorchPredictor:
         with torch.inference_mode():
             logits = {k: v.float().numpy() for k, v in model(**inputs).logits.items()}
         out: dict[str, list[Any]] = {}
+        rows: TokenRows = []
+        for i in range(len(texts) if rows_of is not None else 0):
+            n = int(sum(enc["attention_mask"][i]))
+            rows.append((np.asarray(enc["offset_mapping"][i][:n], dtype=np.int64), logits[rows_of][i, :n]))
         for name, spec in model.tasks.items():
             dec = HeadDecoding(spec.temperature, 0.0)
             if spec.kind.value == "sentence_classification":
@@ -445,4 +521,4 @@ class TorchPredictor:
                 n = int(sum(enc["attention_mask"][i]))
                 ids, offsets = enc.word_ids(i)[:n], enc["offset_mapping"][i][:n]
                 out[name].append(decode_tokens(text, logits[name][i, :n], ids, offsets, spec.labels, dec))
-        return out
+        return out, rows
