@@ -109,36 +109,17 @@ def _eval_args(config: Path) -> tuple[list[str], list[str]]:
 def _score(bundle: Path, data: list[str], ood: list[str], data_root: Path, out: Path) -> dict[str, Any]:
     if out.is_file():
         return dict(json.loads(out.read_text(encoding="utf-8")))
-    from mtst.experiment.scoring import (
-        ANY_HEAD,
-        EnginePredictor,
-        HeadView,
-        read_eval_files,
-        score_predictor,
-    )
-    from mtst.runtime.engine import Engine
-    from mtst.runtime.manifest import HeadKind, Layout
+    from mtst.experiment.eval_run import score_bundle
+    from mtst.experiment.scoring import ANY_HEAD
+    from mtst.runtime.bundle import load_bundle
 
-    report: dict[str, Any] = {"bundle": str(bundle), "variants": {}}
-    heads = set(Engine.load(bundle, providers=["cpu"]).heads)
+    heads = {h.name for h in load_bundle(bundle).manifest.heads}
     # a test file of a task the bundle has no head for: texts every head should decline
     ood = [o for o in ood if o.partition("=")[0] in heads]
     ood += [f"{ANY_HEAD}={d.partition('=')[2]}" for d in data if d.partition("=")[0] not in heads]
     data = [d for d in data if d.partition("=")[0] in heads]
-    files = None
-    for v in Engine.load(bundle, providers=["cpu"]).manifest.variants:
-        if v.layout is Layout.HEADS:
-            continue
-        engine = Engine.load(bundle, providers=["cpu"], precision=v.precision, layout=v.layout)
-        if files is None:
-            views = {
-                n: HeadView("sentence" if h.kind is HeadKind.SENTENCE else "token", h.labels, 0.0)
-                for n, h in engine.heads.items()
-            }
-            training = engine.manifest.provenance.get("training_config")
-            files = read_eval_files(data, ood, views, data_root=data_root, training_config=training)
-        logger.info("scoring %s %s", bundle, v.key)
-        report["variants"][v.key] = score_predictor(EnginePredictor(engine), files)
+    logger.info("scoring %s", bundle)
+    report = score_bundle(bundle, data, ood, data_root=data_root)
     atomic_write_json(out, report)
     return report
 

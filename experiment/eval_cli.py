@@ -6,7 +6,8 @@
         --data intent=banking77/test.csv --data ner=conll2003/test.txt --data sentiment=sst2/dev.tsv \\
         --ood clinc=clinc150/data_full.json#oos_test --report json > eval.json
 
-Only option parsing and printing here; :mod:`mtst.experiment.scoring` does the work. A bundle is run
+Only option parsing and printing here; :mod:`mtst.experiment.eval_run` and :mod:`~mtst.experiment.scoring`
+do the work. A bundle is run
 by the torch-free runtime (torch is never imported); ``--checkpoint CKPT`` scores the torch model.
 """
 
@@ -22,7 +23,7 @@ from typing import Any
 
 import click
 
-from mtst.errors import ConfigError, MtstError
+from mtst.errors import MtstError
 
 __all__ = ["main", "render_table"]
 
@@ -174,11 +175,18 @@ def main(
     try:
         options = {"thresholds": _thresholds(thresholds), "abstain": not no_abstain}
         files_args = {"formats": _pairs(formats, "--format"), "data_root": data_root, "limit": limit}
+        from mtst.experiment.eval_run import score_bundle, score_checkpoint
+
+        def bar(total: int, desc: str) -> Any:
+            return _bar(total, desc, progress)
+
         if bundle is not None:
-            report = _score_bundle(bundle, data, ood, files_args, options, variants, providers, progress)
+            report = score_bundle(
+                bundle, data, ood, variants=variants, providers=providers, bar=bar, **options, **files_args
+            )
         else:
             assert checkpoint is not None
-            report = _score_checkpoint(checkpoint, data, ood, files_args, options, progress)
+            report = score_checkpoint(checkpoint, data, ood, bar=bar, **options, **files_args)
     except MtstError as exc:
         raise click.ClickException(str(exc)) from None
     if report_format == "json":
@@ -197,79 +205,6 @@ def _bar(total: int, desc: str, enabled: bool) -> Any:
     return tqdm(
         total=total, desc=desc, unit="text", file=sys.stderr, disable=not (enabled and sys.stderr.isatty())
     )
-
-
-def _score_bundle(
-    bundle: Path,
-    data: tuple[str, ...],
-    ood: tuple[str, ...],
-    files_args: dict[str, Any],
-    options: dict[str, Any],
-    variants: tuple[str, ...],
-    providers: tuple[str, ...],
-    progress: bool,
-) -> dict[str, Any]:
-    from mtst.experiment.scoring import EnginePredictor, read_eval_files, score_predictor
-    from mtst.runtime.bundle import load_bundle
-    from mtst.runtime.engine import Engine
-    from mtst.runtime.manifest import HeadKind, Layout
-
-    manifest = load_bundle(bundle).manifest
-    have = [v.key for v in manifest.variants if v.layout is not Layout.HEADS]
-    chosen = list(variants) or have
-    unknown = [v for v in chosen if v not in have]
-    if unknown:
-        raise ConfigError(f"--variant {unknown}: not in {bundle} (it has {have})")
-    report: dict[str, Any] = {"bundle": str(bundle), "variants": {}}
-    files = None
-    for key in chosen:
-        precision, layout = key.split("/")
-        engine = Engine.load(bundle, providers=list(providers) or ["cpu"], precision=precision, layout=layout)
-        predictor = EnginePredictor(engine, **options)
-        if files is None:  # the heads are the same in every variant
-            from mtst.experiment.scoring import HeadView
-
-            views = {
-                n: HeadView("sentence" if h.kind is HeadKind.SENTENCE else "token", h.labels, 0.0)
-                for n, h in engine.heads.items()
-            }
-            training = manifest.provenance.get("training_config")
-            files = read_eval_files(data, ood, views, training_config=training, **files_args)
-            report["data"] = [
-                {"head": f.task, "file": f.name, "texts": len(f.texts), "labelled": f.examples is not None}
-                for f in files
-            ]
-        with _bar(sum(len(f.texts) for f in files), key, progress) as bar:
-            report["variants"][key] = {
-                "providers": [p.value for p in engine.active_providers],
-                **score_predictor(predictor, files, progress=bar.update),
-            }
-    return report
-
-
-def _score_checkpoint(
-    checkpoint: Path,
-    data: tuple[str, ...],
-    ood: tuple[str, ...],
-    files_args: dict[str, Any],
-    options: dict[str, Any],
-    progress: bool,
-) -> dict[str, Any]:
-    from mtst.checkpoint import read_meta
-    from mtst.experiment.scoring import TorchPredictor, read_eval_files, score_predictor
-
-    predictor = TorchPredictor(checkpoint, **options)
-    files = read_eval_files(
-        data, ood, predictor.heads, training_config=read_meta(checkpoint).get("config"), **files_args
-    )
-    report: dict[str, Any] = {"checkpoint": str(checkpoint), "variants": {}}
-    report["data"] = [
-        {"head": f.task, "file": f.name, "texts": len(f.texts), "labelled": f.examples is not None}
-        for f in files
-    ]
-    with _bar(sum(len(f.texts) for f in files), "torch", progress) as bar:
-        report["variants"]["torch"] = score_predictor(predictor, files, progress=bar.update)
-    return report
 
 
 if __name__ == "__main__":  # pragma: no cover - python -m mtst.experiment.eval_cli

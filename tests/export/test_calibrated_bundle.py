@@ -250,7 +250,8 @@ def test_mtst_eval_matches_the_training_metrics_on_a_real_bundle(
     within 0.1 point."""
     from mtst.checkpoint import read_meta
     from mtst.evaluation import evaluate_task, torch_logits_fn
-    from mtst.experiment.scoring import HeadView, read_eval_files
+    from mtst.experiment.predictors import HeadView
+    from mtst.experiment.scoring import read_eval_files
     from mtst.export import export_bundle
     from mtst.model import load_model
 
