@@ -13,9 +13,10 @@
 4. **score** every variant with ``mtst-eval``'s scorer on every task's test split and the OOD files
    named in ``OOD_TEST`` (CLINC150's oos_test): own metrics, ECE, the cross-domain abstention matrix,
    OOS recall and AUROC;
-5. **study** the choices on the cross-task model: out-of-domain scores (max probability, energy,
-   embedding distances), and the "not mine" loss (none / outlier exposure / extra class) for heads
-   retrained on its frozen embeddings (:mod:`mtst.experiment.ood_study`);
+5. **study** the choices: out-of-domain scores (max probability, energy, embedding distances) of the
+   cross-task model and the baseline, and the "not mine" loss (none / outlier exposure / extra class)
+   for heads retrained on the baseline's frozen embeddings (the cross-task model's without a baseline)
+   (:mod:`mtst.experiment.ood_study`);
 6. the README's three example sentences through each bundle's CPU default variant;
 
 and writes ``abstain.json`` and ``abstain.md`` into the output directory. Finished steps are kept
@@ -218,9 +219,17 @@ def run_abstention(
         _export(Path(run["checkpoint"]), bundle, ["none", "int8"] if name == "cross" else ["none"])
         run["eval"] = _score(bundle, data, ood, data_root, out / f"eval-{name}.json")
         run["examples"] = _examples(bundle)
-    if study:
+    if study:  # the loss study on the plain encoder's features when there is one (--baseline)
         result["study"] = {
-            "cross": _study(out / "cross" / "best", config, data_root, out / "study-cross.json", losses=True)
+            name: _study(
+                Path(run["checkpoint"]),
+                config,
+                data_root,
+                out / f"study-{name}.json",
+                losses=name == ("baseline" if baseline is not None else "cross"),
+            )
+            for name, run in result["runs"].items()
+            if name in ("cross", "baseline")
         }
     atomic_write_json(out / "abstain.json", result)
     atomic_write_text(out / "abstain.md", write_markdown(result))

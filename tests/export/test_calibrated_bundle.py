@@ -280,3 +280,21 @@ def test_mtst_eval_matches_the_training_metrics_on_a_real_bundle(
         else:
             assert got["f1_all"] == pytest.approx(own["f1"], abs=0.001)
             assert own["f1"] > 0.3
+
+
+def test_abstention_report_renders_a_real_evaluation(calibrated_bundle: Path, tmp_path: Path) -> None:
+    """docs/results.md's tables (mtst.experiment.abstain_report) from an mtst-eval report of the tiny bundle."""
+    from mtst.experiment.abstain_report import write_markdown
+
+    _eval_files(tmp_path)
+    args = ["--data", "intent=intent.csv", "--data", "ner=ner.annotated", "--format", "ner=conll"]
+    report = _eval(str(calibrated_bundle), *args, "--ood", "*=news.txt", "--data-root", str(tmp_path))
+    calibration = {"intent": {"temperature": 2.0, "test": {"ece_before": 0.25}}}
+    md = write_markdown(
+        {"config": "tiny.yaml", "runs": {"tiny": {"eval": report, "calibration": calibration}}}
+    )
+    intent = report["variants"]["fp32/single"]["heads"]["intent"]
+    declined = report["variants"]["fp32/single"]["cross"]["ner"]["*=news.txt"]["declined"]
+    assert "## tiny (given; overrides none)" in md
+    assert f"| intent | fp32/single | 2.000 | 0.340 | accuracy | {intent['accuracy']:.4f} |" in md
+    assert f"| ner | fp32/single | *=news.txt | 2 | {100 * declined:.1f}% |" in md
