@@ -50,6 +50,9 @@ EXAMPLES = (  # the README's three sentences
 )
 OOD_TEST = {"clinc": "clinc150/data_full.json#oos_test"}  # test-only OOD files, by head
 PLAIN = ("cross_task.enabled=false",)
+STUDY_LIMIT = (
+    600  # sentences per split and file in the study (a seeded sample): minutes, not an hour, on 2 cores
+)
 
 
 def _train(config: Path, run_dir: Path, data_root: Path, overrides: Sequence[str], log: Path) -> None:
@@ -130,21 +133,21 @@ def _study(checkpoint: Path, config: Path, data_root: Path, out: Path, *, losses
         return dict(json.loads(out.read_text(encoding="utf-8")))
     from mtst.config import load_config
     from mtst.data import load_task_data, load_texts
-    from mtst.experiment.ood_study import Features, encode_tasks, loss_study, score_study
+    from mtst.experiment.ood_study import Features, encode_tasks, encode_texts, loss_study, score_study
     from mtst.model import load_model
 
     cfg = load_config(config, data_root=data_root)
     data = load_task_data(cfg)
     model = load_model(checkpoint)
-    feats = encode_tasks(model, data, train_limit=2000)
+    feats = encode_tasks(model, data, limit=STUDY_LIMIT)
     ood: dict[str, Features] = {}
     for head, value in OOD_TEST.items():
-        if head in data:
+        if head in model.tasks:  # an OOD file is about its own head's domain
             from mtst.experiment.scoring import _source, parse_file_option
 
             _, path, split = parse_file_option(f"{head}={value}", "--ood")
-            texts = load_texts(_source(path, split, None, None), data_root=data_root)
-            ood[f"{head}:{value}"] = Features(model.encode(texts), {}, None)
+            texts = load_texts(_source(path, split, None, None, STUDY_LIMIT), data_root=data_root)
+            ood[f"{head}:{value}"] = encode_texts(model, texts)
     result: dict[str, Any] = {"scores": score_study(model, feats, ood)}
     if losses:
         sentence = [n for n, t in model.tasks.items() if t.kind.value == "sentence_classification"]

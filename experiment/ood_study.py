@@ -28,7 +28,7 @@ import numpy as np
 from mtst.calibration import auroc, choose_threshold, energy, scaled_softmax
 from mtst.data import SentenceExample, TaskData, TokenExample
 
-__all__ = ["Features", "encode_tasks", "loss_study", "score_study"]
+__all__ = ["Features", "encode_tasks", "encode_texts", "loss_study", "score_study"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,31 +46,37 @@ class Features:
     labels: list[str] | None  # sentence tasks: gold labels
 
 
-def encode_tasks(
-    model: Any, data: Mapping[str, TaskData], *, train_limit: int = 5000, batch_size: int = 64
-) -> dict[str, dict[str, Features]]:
-    """``{task: {"train"|"validation"|"test": Features}}`` with the model's embeddings and every sentence
-    head's logits (training splits: at most ``train_limit`` sentences, a seeded sample)."""
+def encode_texts(model: Any, texts: Sequence[str], *, batch_size: int = 64) -> Features:
+    """Embeddings and every sentence head's logits of ``texts`` (no labels)."""
     import torch
 
     heads = [n for n, t in model.tasks.items() if t.kind.value == "sentence_classification"]
+    emb = model.encode(list(texts), batch_size=batch_size)
+    with torch.inference_mode():
+        x = torch.from_numpy(emb)
+        logits = {h: model.heads[h](x).float().numpy() for h in heads}
+    return Features(emb, logits, None)
+
+
+def encode_tasks(
+    model: Any, data: Mapping[str, TaskData], *, limit: int = 5000, batch_size: int = 64
+) -> dict[str, dict[str, Features]]:
+    """``{task: {"train"|"validation"|"test": Features}}`` with the model's embeddings and every sentence
+    head's logits (each split: at most ``limit`` sentences, a seeded sample)."""
     out: dict[str, dict[str, Features]] = {}
     rng = np.random.default_rng(0)
     for name, d in data.items():
-        splits = {"train": d.train, "validation": d.validation, "test": d.test or []}
-        if len(d.train) > train_limit:
-            keep = np.sort(rng.choice(len(d.train), train_limit, replace=False))
-            splits["train"] = [d.train[int(i)] for i in keep]
         out[name] = {}
-        for split, examples in splits.items():
+        for split, examples in {"train": d.train, "validation": d.validation, "test": d.test or []}.items():
+            if len(examples) > limit:
+                examples = [
+                    examples[int(i)] for i in np.sort(rng.choice(len(examples), limit, replace=False))
+                ]
             if not examples:
                 continue
-            emb = model.encode(_texts(examples), batch_size=batch_size)
-            with torch.inference_mode():
-                x = torch.from_numpy(emb)
-                logits = {h: model.heads[h](x).float().numpy() for h in heads}
+            f = encode_texts(model, _texts(examples), batch_size=batch_size)
             labels = [ex.label for ex in examples if isinstance(ex, SentenceExample)] or None
-            out[name][split] = Features(emb, logits, labels)
+            out[name][split] = Features(f.embeddings, f.logits, labels)
             logger.info("encoded %s/%s: %d sentences", name, split, len(examples))
     return out
 
