@@ -162,7 +162,8 @@ def loss_study(feats: Mapping[str, Mapping[str, Features]], sentence_tasks: Sequ
             and f["test"].labels is not None
             and f["validation"].labels is not None
         )
-        labels = sorted(set(f["train"].labels))
+        # every label of the task's splits (a sample of train may miss a few; those count as wrong answers)
+        labels = sorted(set(f["train"].labels) | set(f["validation"].labels) | set(f["test"].labels))
         ids = {lab: i for i, lab in enumerate(labels)}
         x = torch.from_numpy(f["train"].embeddings)
         y = torch.tensor([ids[lab] for lab in f["train"].labels])
@@ -185,7 +186,7 @@ def loss_study(feats: Mapping[str, Mapping[str, Features]], sentence_tasks: Sequ
             val_gold = np.array([ids[lab] for lab in f["validation"].labels])
             thr = choose_threshold(val_s, val_pred == val_gold, "coverage", 0.98)
             test_s, test_pred = score(f["test"].embeddings)
-            gold = np.array([ids.get(lab, -1) for lab in f["test"].labels])
+            gold = np.array([ids[lab] for lab in f["test"].labels])
             row = {"accuracy": float((test_pred == gold).mean()), "threshold": thr}
             declined, aucs = [], []
             for emb in others.values():
