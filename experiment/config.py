@@ -110,7 +110,7 @@ class ExperimentConfig:
     path: Path
     base: dict[str, Any]  # the raw run config with `set` and CLI overrides applied
     variants: tuple[VariantConfig, ...]
-    precisions: tuple[str, ...] = ("fp32", "int8-dynamic", "fp16")
+    precisions: tuple[str, ...] = ("fp32", "int8-static-cpu", "fp16")
     max_steps: int | None = None
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     export: ExportOptions = field(default_factory=ExportOptions)
@@ -309,7 +309,7 @@ def load_experiment(
         variants=variants,
         precisions=_precisions(raw["precisions"], f"{path}: precisions")
         if "precisions" in raw
-        else ("fp32", "int8-dynamic", "fp16"),
+        else ("fp32", "int8-static-cpu", "fp16"),
         max_steps=max_steps,
         latency=_section(LatencyConfig, raw, "latency", path),
         export=export,

@@ -13,11 +13,10 @@ from typing import Any
 import numpy as np
 
 from mtst.runtime.manifest import Layout, Variant
+from mtst.runtime.providers import Provider
+from mtst.runtime.runners import EMBEDDING, TOKEN_STATES, SessionOpener, SplitRunner, open_runner
 
 __all__ = ["OrtRunner", "TorchRunner", "session_options"]
-
-EMBEDDING = "embedding"
-TOKEN_STATES = "token_states"
 
 
 def session_options(threads: int = 0) -> Any:
@@ -53,43 +52,47 @@ class TorchRunner:
         return result
 
 
+def _cpu_opener(threads: int) -> SessionOpener:
+    import onnxruntime as ort
+
+    so = session_options(threads)
+
+    def open_session(role: str, path: Path) -> Any:
+        session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        return session, (Provider.CPU,)
+
+    return open_session
+
+
 class OrtRunner:
-    """One variant of a bundle directory on ONNX Runtime's CPU provider (single or split layout)."""
+    """One variant of a bundle directory on ONNX Runtime's CPU provider (single or split layout).
+
+    The graphs run on the runtime's layout runner (``mtst.runtime.runners``), with export's session
+    options (:func:`session_options`).
+    """
 
     def __init__(
         self, bundle_dir: Path, variant: Variant, inputs: tuple[str, ...], *, threads: int = 0
     ) -> None:
-        import onnxruntime as ort
-
         self.variant = variant
         self.inputs = inputs
-        so = session_options(threads)
-        self.sessions = {
-            role: ort.InferenceSession(str(Path(bundle_dir) / name), so, providers=["CPUExecutionProvider"])
-            for role, name in variant.graphs.items()
-        }
-
-    def _run(self, role: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        sess = self.sessions[role]
-        names = [o.name for o in sess.get_outputs()]
-        wanted = {i.name for i in sess.get_inputs()}
-        return dict(zip(names, sess.run(names, {k: v for k, v in feeds.items() if k in wanted}), strict=True))
+        self.runner = open_runner(Path(bundle_dir), variant, _cpu_opener(threads))
+        self._outputs = [o for g in self.runner.graphs for o in g.outputs]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        feeds = {k: np.ascontiguousarray(batch[k], dtype=np.int64) for k in self.inputs}
-        if self.variant.layout is Layout.SINGLE:
-            return self._run("model", feeds)
         if self.variant.layout is Layout.HEADS:
             raise ValueError("a heads-only variant runs on embeddings: use run_heads()")
-        out = self._run("encoder", feeds)
-        out.update(self.run_heads(out))
-        return out
+        feeds = {k: np.ascontiguousarray(batch[k], dtype=np.int64) for k in self.inputs}
+        return dict(zip(self._outputs, self.runner.run(feeds, self._outputs), strict=True))
 
     def run_heads(self, states: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Head graphs on precomputed ``embedding`` (and ``token_states``)."""
-        out: dict[str, np.ndarray] = {}
-        if "heads" in self.sessions:
-            out.update(self._run("heads", {EMBEDDING: states[EMBEDDING].astype(np.float32)}))
-        if "token_heads" in self.sessions:
-            out.update(self._run("token_heads", {TOKEN_STATES: states[TOKEN_STATES].astype(np.float32)}))
-        return out
+        runner = self.runner
+        if not isinstance(runner, SplitRunner):
+            return {}
+        feeds = {EMBEDDING: states[EMBEDDING].astype(np.float32)}
+        outputs = list(runner.heads.outputs)
+        if runner.token_heads is not None:
+            feeds[TOKEN_STATES] = states[TOKEN_STATES].astype(np.float32)
+            outputs += runner.token_heads.outputs
+        return dict(zip(outputs, runner.run(feeds, outputs), strict=True))

@@ -39,7 +39,7 @@ def sentence_metrics(gold: Sequence[str], pred: Sequence[str]) -> dict[str, floa
         else:
             fp[p] += 1
             fn[g] += 1
-    labels = set(gold) | set(pred)
+    labels = sorted(set(gold) | set(pred))  # a fixed order: a set's varies with the process's hash seed
     # F1 = 2TP / (2TP + FP + FN): the harmonic mean of precision and recall, 0 when TP is 0
     f1 = [2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]) for c in labels]
     return {

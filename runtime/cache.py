@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -48,6 +49,30 @@ class EmbeddingCache:
             self._data.move_to_end(text)
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
+
+    def through(
+        self, texts: list[str], compute: Callable[[list[str]], tuple[np.ndarray, np.ndarray]], dim: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings ``(N, dim)`` and truncated flags of ``texts``: hits from the cache, the rest (each
+        distinct text once) from ``compute(missing texts)``, which are then cached."""
+        out = np.empty((len(texts), dim), dtype=np.float32)
+        truncated = np.zeros(len(texts), dtype=bool)
+        missing: dict[str, list[int]] = {}
+        for i, t in enumerate(texts):
+            hit = self.get(t)
+            if hit is None:
+                missing.setdefault(t, []).append(i)
+            else:
+                out[i], truncated[i] = hit
+        if missing:
+            todo = list(missing)
+            emb, trunc = compute(todo)
+            for j, t in enumerate(todo):
+                self.put(t, emb[j], bool(trunc[j]))
+                for i in missing[t]:
+                    out[i] = emb[j]
+                    truncated[i] = trunc[j]
+        return out, truncated
 
     def clear(self) -> None:
         with self._lock:

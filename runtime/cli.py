@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -219,14 +219,29 @@ def main(
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if texts == ("-",) and file is None:
-        texts, file = (), "-"
-    if texts and file is not None:
-        raise click.UsageError("give texts as arguments or --file, not both")
-    if not texts and file is None:
-        raise click.UsageError("nothing to predict: give TEXT arguments, --file F, or --file - for stdin")
+    texts, file = _texts_or_file(texts, file)
     head_names = [h.strip() for spec in heads for h in spec.split(",") if h.strip()] or None
-    call = {
+    engine_options: dict[str, Any] = {
+        "providers": list(providers) or "auto",
+        "allow_fallback": allow_fallback,
+        "precision": precision,
+        "intra_op_threads": threads,
+        "batch_size": batch_size,
+    }
+    if ray_address is not None:  # the corpus on a Ray cluster: mtst.runtime.ray_corpus does it all
+        if texts or file in (None, "-") or output is None or logits or thresholds or no_abstain:
+            raise click.UsageError(
+                "--ray reads --file PATH and writes --output OUT.parquet "
+                "(no TEXT, no --logits; the bundle's own thresholds)"
+            )
+        engine_options["intra_op_threads"] = threads or None  # None: the CPUs Ray gives each actor
+        _predict_on_ray(
+            bundle, Path(str(file)), output, address=ray_address, actors=actors, text_column=text_field,
+            heads=head_names, embedding=embedding, min_entity_score=min_entity_score, progress=progress,
+            log_to_driver=verbose > 0, engine_options=engine_options,
+        )  # fmt: skip
+        return
+    predict_options = {
         "heads": head_names,
         "return_embedding": embedding,
         "return_logits": logits,
@@ -234,70 +249,90 @@ def main(
         "thresholds": _thresholds(thresholds),
         "abstain": not no_abstain,
     }
-    if ray_address is not None:  # the corpus on a Ray cluster: mtst.runtime.ray_corpus does it all
-        if texts or file in (None, "-") or output is None or logits:
-            raise click.UsageError(
-                "--ray reads --file PATH and writes --output OUT.parquet (no TEXT, no --logits)"
-            )
-        engine_options = {  # intra_op_threads None: the CPUs Ray gives each actor
-            "providers": list(providers) or "auto",
-            "allow_fallback": allow_fallback,
-            "precision": precision,
-            "intra_op_threads": threads or None,
-            "batch_size": batch_size,
-        }
-        _predict_on_ray(
-            bundle, Path(str(file)), output, address=ray_address, actors=actors, text_column=text_field,
-            heads=head_names, embedding=embedding, min_entity_score=min_entity_score, progress=progress,
-            log_to_driver=verbose > 0, engine_options=engine_options,
-        )  # fmt: skip
-        return
-
-    from mtst.runtime.engine import Engine  # after option parsing: --help stays instant
-
     try:
-        engine = Engine.load(
-            bundle,
-            providers=list(providers) if providers else "auto",
-            allow_fallback=allow_fallback,
-            precision=precision,
-            intra_op_threads=threads,
-            batch_size=batch_size,
-        )
-        logger.info("%r", engine)
-        if texts:
-            preds = engine.predict(list(texts), **call)
-            _emit(preds, fmt, 0, embedding=embedding, logits=logits)
-            return
-        assert file is not None
-        total = None if file == "-" else _count_lines(file)
-        try:
-            stream: IO[bytes] = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
-        except OSError as exc:
-            raise click.BadParameter(f"{file}: {exc.strerror}", param_hint="--file") from None
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, unit="text", file=sys.stderr, disable=not (progress and sys.stderr.isatty()))
-        done = 0
-        try:
-            for chunk in _chunks(_read_lines(stream, "<stdin>" if file == "-" else file), _CHUNK):
-                try:
-                    preds = engine.predict(chunk, **call)
-                except (ValueError, TypeError) as exc:  # name the line, not the index inside the chunk
-                    raise click.ClickException(
-                        f"{file} (lines {done + 1}..{done + len(chunk)}): {exc}"
-                    ) from None
-                _emit(preds, fmt, done, embedding=embedding, logits=logits)
-                done += len(chunk)
-                bar.update(len(chunk))
-        finally:
-            bar.close()
-            if stream is not sys.stdin.buffer:
-                stream.close()
+        _predict_here(bundle, texts, file, engine_options, predict_options, fmt=fmt, progress=progress)
     except MtstError as exc:
         raise click.ClickException(str(exc)) from None
     except (ValueError, TypeError) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _texts_or_file(texts: tuple[str, ...], file: str | None) -> tuple[tuple[str, ...], str | None]:
+    """The texts to predict: TEXT arguments, or --file (a lone '-' argument means stdin)."""
+    if texts == ("-",) and file is None:
+        return (), "-"
+    if texts and file is not None:
+        raise click.UsageError("give texts as arguments or --file, not both")
+    if not texts and file is None:
+        raise click.UsageError("nothing to predict: give TEXT arguments, --file F, or --file - for stdin")
+    return texts, file
+
+
+def _predict_here(
+    bundle: Path,
+    texts: tuple[str, ...],
+    file: str | None,
+    engine_options: dict[str, Any],
+    predict_options: dict[str, Any],
+    *,
+    fmt: str,
+    progress: bool,
+) -> None:
+    """Load the engine in this process and print the predictions of ``texts`` or ``file``."""
+    from mtst.runtime.engine import Engine  # after option parsing: --help stays instant
+
+    engine = Engine.load(bundle, **engine_options)
+    logger.info("%r", engine)
+
+    def predict(chunk: list[str]) -> list[Prediction]:
+        return engine.predict(chunk, **predict_options)
+
+    def emit(preds: list[Prediction], start: int) -> None:
+        _emit(
+            preds,
+            fmt,
+            start,
+            embedding=predict_options["return_embedding"],
+            logits=predict_options["return_logits"],
+        )
+
+    if texts:
+        emit(predict(list(texts)), 0)
+    else:
+        assert file is not None
+        _predict_file(file, predict, emit, progress=progress)
+
+
+def _predict_file(
+    file: str,
+    predict: Callable[[list[str]], list[Prediction]],
+    emit: Callable[[list[Prediction], int], None],
+    *,
+    progress: bool,
+) -> None:
+    """Predict each line of ``file`` ('-' = stdin) in chunks of _CHUNK lines, emitting as it goes."""
+    total = None if file == "-" else _count_lines(file)
+    try:
+        stream: IO[bytes] = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise click.BadParameter(f"{file}: {exc.strerror}", param_hint="--file") from None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="text", file=sys.stderr, disable=not (progress and sys.stderr.isatty()))
+    done = 0
+    try:
+        for chunk in _chunks(_read_lines(stream, "<stdin>" if file == "-" else file), _CHUNK):
+            try:
+                preds = predict(chunk)
+            except (ValueError, TypeError) as exc:  # name the line, not the index inside the chunk
+                raise click.ClickException(f"{file} (lines {done + 1}..{done + len(chunk)}): {exc}") from None
+            emit(preds, done)
+            done += len(chunk)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+        if stream is not sys.stdin.buffer:
+            stream.close()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Entity", "bio_spans", "decode_entities", "entities_from_words", "word_starts"]
+__all__ = ["Entity", "bio_spans", "decode_entities", "entities_from_words", "word_chars", "word_starts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,23 @@ def word_starts(word_ids: Sequence[int | None]) -> list[int]:
     return [seen[w] for w in sorted(seen)]
 
 
+def word_chars(word_ids: Sequence[int | None], offsets: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Character span of every word, in word order: its first sub-token's start to its last one's end.
+
+    ``word_ids`` and ``offsets`` are per token (special tokens have word id None).
+    """
+    chars: dict[int, list[int]] = {}
+    for i, w in enumerate(word_ids):
+        if w is None:
+            continue
+        s, e = offsets[i]
+        if w in chars:
+            chars[w][1] = max(chars[w][1], e)
+        else:
+            chars[w] = [s, e]
+    return [(chars[w][0], chars[w][1]) for w in sorted(chars)]
+
+
 def decode_entities(
     text: str,
     word_ids: Sequence[int | None],
@@ -65,46 +82,34 @@ def decode_entities(
     offsets into ``text``; ``tag_scores[i]`` is the probability of ``tag_ids[i]``.
     """
     firsts = word_starts(word_ids)
-    return entities_from_words(
-        text,
-        word_ids,
-        offsets,
-        [labels[tag_ids[i]] for i in firsts],
-        [float(tag_scores[i]) for i in firsts],
-    )
+    tags = [labels[tag_ids[i]] for i in firsts]
+    spans = bio_spans(tags)
+    if not spans:
+        return []
+    scores = [float(tag_scores[i]) for i in firsts]
+    return entities_from_words(text, word_chars(word_ids, offsets), tags, scores, spans=spans)
 
 
 def entities_from_words(
     text: str,
-    word_ids: Sequence[int | None],
-    offsets: Sequence[tuple[int, int]],
-    word_tags: Sequence[str],
-    word_scores: Sequence[float],
+    words: Sequence[tuple[int, int]],
+    tags: Sequence[str],
+    scores: Sequence[float],
     *,
     spans: Sequence[tuple[str, int, int]] | None = None,
+    min_score: float = 0.0,
 ) -> list[Entity]:
-    """Entities of one text from one tag (and its probability) per word, in word order.
+    """Entities of one text from its words' character spans (:func:`word_chars`) and one tag (and its
+    probability) per word, in word order.
 
-    word_ids and offsets are per token; ``word_tags[k]`` is the tag of the k-th word (the tag at its
-    first sub-token, see :func:`word_starts`); ``spans`` is ``bio_spans(word_tags)`` when the caller
-    has it already.
+    A word's tag is the tag at its first sub-token (see :func:`word_starts`); ``spans`` is
+    ``bio_spans(tags)`` when the caller has it already. Entities scored below ``min_score`` (the mean
+    probability of their words' tags) are left out.
     """
-    found = bio_spans(word_tags) if spans is None else spans
-    if not found:
-        return []
-    # character span of every word: from its first sub-token's start to its last sub-token's end
-    chars: dict[int, list[int]] = {}
-    for i, w in enumerate(word_ids):
-        if w is None:
-            continue
-        s, e = offsets[i]
-        if w in chars:
-            chars[w][1] = max(chars[w][1], e)
-        else:
-            chars[w] = [s, e]
-    words = sorted(chars)
     out: list[Entity] = []
-    for etype, a, b in found:
-        start, end = chars[words[a]][0], chars[words[b - 1]][1]
-        out.append(Entity(text[start:end], etype, start, end, sum(word_scores[a:b]) / (b - a)))
+    for etype, a, b in bio_spans(tags) if spans is None else spans:
+        score = sum(scores[a:b]) / (b - a)
+        if score >= min_score:
+            start, end = words[a][0], words[b - 1][1]
+            out.append(Entity(text[start:end], etype, start, end, score))
     return out

@@ -73,6 +73,11 @@ class Precision(str, Enum):
     INT8_STATIC_CPU = "int8-static-cpu"  # constant activation scales in ORT's CPU int8 ops: batch-invariant
 
 
+# precisions whose answers for a text depend on the rest of its batch (int8-dynamic: one activation scale
+# per batch tensor); the engine's embedding cache computes their misses one text at a time
+BATCH_DEPENDENT = frozenset({Precision.INT8_DYNAMIC})
+
+
 # what a person may write for a precision (CLI --quantize/--precision, experiment configs) -> Precision;
 # "none" and "int8" are the short forms of mtst-export's --quantize ("int8": the CPU int8 whose answers do
 # not depend on the rest of the batch)
@@ -301,13 +306,14 @@ class Manifest:
         raise BundleError(f"bundle has no head {name!r}; heads: {[h.name for h in self.heads]}")
 
     def variant(self, precision: Precision | str, layout: Layout | str | None = None) -> Variant:
-        precision = Precision(precision)
+        precision = parse_precision(precision, "precision")
+        lay = None if layout is None else parse_enum(Layout, layout, "layout")
         for v in self.variants:
-            if v.precision is precision and (layout is None or v.layout is Layout(layout)):
+            if v.precision is precision and (lay is None or v.layout is lay):
                 return v
         have = [v.key for v in self.variants]
         raise BundleError(
-            f"bundle has no {precision.value} variant{f' with layout {layout}' if layout else ''}; it has {have}"
+            f"bundle has no {precision.value} variant{f' with layout {lay.value}' if lay else ''}; it has {have}"
         )
 
     # ------------------------------------------------------------------ (de)serialization

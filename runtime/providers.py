@@ -19,7 +19,7 @@ from typing import Any
 
 import onnxruntime as ort
 
-from mtst.errors import ConfigError, ProviderUnavailableError
+from mtst.errors import ConfigError, ProviderUnavailableError, parse_enum
 from mtst.runtime.manifest import Precision
 
 __all__ = [
@@ -128,13 +128,8 @@ class SessionSettings:
                 raise ConfigError(
                     f"{name}: expected an integer >= 0 (0 = ONNX Runtime's choice), got {value!r}"
                 )
-        try:
-            object.__setattr__(self, "graph_optimization", GraphOptimization(self.graph_optimization))
-        except ValueError:
-            raise ConfigError(
-                f"graph_optimization: {self.graph_optimization!r} is not one of "
-                f"{[g.value for g in GraphOptimization]}"
-            ) from None
+        optimization = parse_enum(GraphOptimization, self.graph_optimization, "graph_optimization")
+        object.__setattr__(self, "graph_optimization", optimization)
         if self.trt_cache_dir is not None:
             object.__setattr__(self, "trt_cache_dir", Path(self.trt_cache_dir))
 
@@ -179,13 +174,8 @@ def _parse(name: Any, i: int) -> Provider:
         raise ConfigError(f"providers[{i}]: expected a provider name, got {name!r}")
     if name in _BY_ORT_NAME:
         return _BY_ORT_NAME[name]
-    try:
-        return Provider(name.strip().lower())
-    except ValueError:
-        raise ConfigError(
-            f"providers[{i}]: {name!r} is not one of {[p.value for p in Provider]} (or 'auto', or an "
-            f"ONNX Runtime name such as 'CUDAExecutionProvider')"
-        ) from None
+    hint = " (or 'auto', or an ONNX Runtime name such as 'CUDAExecutionProvider')"
+    return parse_enum(Provider, name.strip().lower(), f"providers[{i}]", hint=hint)
 
 
 def resolve_providers(

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from mtst.errors import ConfigError
-from mtst.runtime.decode import Entity, bio_spans, entities_from_words, word_starts
+from mtst.runtime.decode import Entity, bio_spans, entities_from_words, word_chars, word_starts
 from mtst.runtime.manifest import HeadInfo, HeadKind
 
 __all__ = [
@@ -219,7 +219,7 @@ def decode_tokens(
     for _, a, b in spans:
         for k in range(a, b):
             scores[k] = _top_probability(logits[firsts[k]].tolist(), t)
-    found = entities_from_words(text, word_ids, offsets, tags, scores, spans=spans)
-    if decoding.threshold > 0.0:
-        found = [e for e in found if e.score >= decoding.threshold]
+    found = entities_from_words(
+        text, word_chars(word_ids, offsets), tags, scores, spans=spans, min_score=decoding.threshold
+    )
     return TokenEntities(tuple(found)) if found else _NO_ENTITIES

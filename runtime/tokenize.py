@@ -37,6 +37,12 @@ def check_texts(texts: Any, *, argument: str = "texts") -> list[str]:
     for i, t in enumerate(out):
         if not isinstance(t, str):
             raise TypeError(f"{argument}[{i}]: expected str, got {type(t).__name__} ({t!r:.60})")
+        # isascii() is O(1) (CPython keeps the flag); only other text is checked for lone surrogates,
+        # here, where the index is the caller's (the tokenizer sees chunks and cache misses)
+        if not t.isascii():
+            problem = _unicode_problem(t)
+            if problem:
+                raise ValueError(f"{argument}[{i}]: {problem}")
     return out
 
 
@@ -85,22 +91,31 @@ class TextTokenizer:
         return cls(tok, max_seq_len=max_seq_len, pad_token_id=pad_token_id, input_names=input_names)
 
     # ------------------------------------------------------------------ encoding
-    def _cut(self, text: str) -> str:
-        """A prefix of an over-long text, ending at whitespace, that still overflows max_seq_len."""
+    def _cut(self, text: str) -> tuple[str, int]:
+        """A prefix of an over-long text that should still overflow max_seq_len, and the character
+        position the kept tokens must end by for the prefix to stand for the whole text.
+
+        The cut falls at whitespace where the window has some (no word is split: any kept token will
+        do). A text without whitespace there (a run of punctuation, CJK, one huge "word") is cut
+        anyway: splitting a word changes only that word's tokens, so the cut stands when every kept
+        token ends well before it (half the prefix); otherwise the whole text is tokenized.
+        """
         if len(text) <= self._cut_at:
-            return text
-        window = text[self._cut_at // 2 : self._cut_at]
+            return text, len(text)
+        half = self._cut_at // 2
+        window = text[half : self._cut_at]
         for i in range(len(window) - 1, -1, -1):
             if window[i].isspace():
-                return text[: self._cut_at // 2 + i]
-        return text  # one huge "word": tokenize it whole so it gets the tokenizer's own treatment
+                return text[: half + i], half + i
+        return text[: self._cut_at], half
 
     def encode(self, texts: list[str]) -> tuple[list[Encoding], np.ndarray]:
         """Encodings of checked texts (see :func:`check_texts`) and their ``truncated`` flags (bool array).
 
         ValueError names the first item that is not valid Unicode (unpaired surrogates).
         """
-        cut = [self._cut(t) for t in texts]
+        cuts = [self._cut(t) for t in texts]
+        cut = [c for c, _ in cuts]
         try:
             if len(cut) == 1:  # encode_batch's thread pool costs ~15 us more for one text (batch-1 latency)
                 encs = [self._tok.encode(cut[0], add_special_tokens=True)]
@@ -113,12 +128,14 @@ class TextTokenizer:
                     raise ValueError(f"texts[{i}]: {problem}") from None
             raise
         truncated = np.fromiter((len(e.overflowing) > 0 for e in encs), dtype=bool, count=len(encs))
-        for i, (t, c) in enumerate(zip(texts, cut, strict=True)):
-            if c is not t and not truncated[i]:  # the cut text fit: the cut may have changed the result
-                encs[i] = self._tok.encode(t, add_special_tokens=True)
-                truncated[i] = len(encs[i].overflowing) > 0
-            elif c is not t:
-                truncated[i] = True
+        for i, (t, (c, stand)) in enumerate(zip(texts, cuts, strict=True)):
+            if len(c) == len(t):
+                continue
+            # the cut stands if the prefix overflows and its kept tokens end by ``stand``
+            if truncated[i] and max((end for _, end in encs[i].offsets), default=0) <= stand:
+                continue
+            encs[i] = self._tok.encode(t, add_special_tokens=True)
+            truncated[i] = len(encs[i].overflowing) > 0
         return encs, truncated
 
     def pad(self, encodings: Sequence[Encoding]) -> dict[str, np.ndarray]:

@@ -80,7 +80,7 @@ def _compare_heads(i: int, text: str, want: dict, got: dict) -> str | None:
 
 
 @pytest.mark.parametrize("layout", ["single", "split"])
-@pytest.mark.parametrize("precision", ["int8-dynamic", "fp32"])
+@pytest.mark.parametrize("precision", ["int8-static-cpu", "fp32"])
 def test_cpp_predict_equals_python(
     cpp,
     minilm_bundles: dict[str, Path],

@@ -259,12 +259,12 @@ def test_option_errors(tiny_bundle: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"text_parameters: \['threads'\] are not known"):
         TritonOptions(text_parameters={"threads": "1"})
     with pytest.raises(
-        BundleError, match=r"no variant int8-dynamic in this bundle; it has \['fp32/single'\]"
+        BundleError, match=r"no variant int8-static-cpu in this bundle; it has \['fp32/single'\]"
     ):
         export_triton(
             tiny_bundle, tmp_path / "r", options=TritonOptions(text_parameters={"precision": "int8"})
         )
-    with pytest.raises(BundleError, match=r"no single-layout int8-dynamic variant for the ONNX model"):
+    with pytest.raises(BundleError, match=r"no single-layout int8-static-cpu variant for the ONNX model"):
         export_triton(tiny_bundle, tmp_path / "r", options=TritonOptions(onnx_precision="int8"))
     assert not (tmp_path / "r").exists()
     (tmp_path / "mine").mkdir()

@@ -140,11 +140,7 @@ def test_huge_list_is_chunked_in_order(toy_split: Path, toy: Toy) -> None:
 def test_only_named_heads_run(request: pytest.FixtureRequest, layout: str, sentences: list[str]) -> None:
     engine = Engine.load(request.getfixturevalue(f"toy_{layout}"), providers="cpu")
     asked: list[list[str]] = []
-    sessions = [
-        g.session
-        for g in (engine._model, engine._encoder, engine._heads.heads_graph, engine._heads.token_graph)
-        if g
-    ]
+    sessions = [g.session for g in engine._heads.runner.graphs]
     for s in sessions:
         orig = s.run
         s.run = lambda names, feeds, run_options=None, _o=orig: (

@@ -23,7 +23,7 @@ from mtst.experiment.cli import main
 REPO = Path(__file__).resolve().parents[2]
 REAL = REPO / "configs" / "experiment.yaml"
 TINY = REPO / "configs" / "experiment-tiny.yaml"
-GRAPHS = {"fp32": "model.onnx", "int8-dynamic": "model.int8.onnx", "fp16": "model.fp16.onnx"}
+GRAPHS = {"fp32": "model.onnx", "int8-static-cpu": "model.int8-static-cpu.onnx", "fp16": "model.fp16.onnx"}
 
 
 # ---------------------------------------------------------------------------------------------- config
@@ -60,7 +60,7 @@ def test_the_committed_configs_load_and_plan() -> None:
     exp = load_experiment(REAL)
     names = [v.name for v in exp.variants]
     assert names[:2] == ["separate", "mt-proportional"] and "staged" in names and "mt-frozen" in names
-    assert exp.precisions == ("fp32", "int8-dynamic", "fp16")
+    assert exp.precisions == ("fp32", "int8-static-cpu", "fp16")
     staged = plan_models(exp, exp.variant("staged"))
     assert [t.name for t in staged[0].config.tasks] == ["intent", "ner"] and len(staged[0].config.stages) == 2
     imb = plan_models(exp, exp.variant("imb-temperature"))[0].config
@@ -334,8 +334,8 @@ def test_the_table_and_the_files(tiny_run) -> None:
     assert report["system"]["cpu_model"] and report["system"]["logical_cpus"] >= 1 and report["wall_s"] > 0
     assert report["latency"]["method"]["interleaved"] and len(report["latency"]["ms"]) == 8 * 3 + 3 + 1
     assert any("vs `separate`" in c for c in report["comparisons"])
-    assert any("int8-dynamic vs fp32" in c for c in report["comparisons"])
-    assert "| mt-proportional | int8-dynamic |" in tiny_run["output"]  # the CLI prints the table
+    assert any("int8-static-cpu vs fp32" in c for c in report["comparisons"])
+    assert "| mt-proportional | int8-static-cpu |" in tiny_run["output"]  # the CLI prints the table
 
 
 @pytest.mark.slow
@@ -366,7 +366,7 @@ def test_exported_precisions_were_evaluated_through_onnx_runtime(tiny_run, data_
     meta = read_meta(best)
     spec = next(TaskSpec.from_dict(t) for t in meta["tasks"] if t["name"] == "ner")
     session = ort.InferenceSession(
-        str(model / "bundle" / "model.int8.onnx"), providers=["CPUExecutionProvider"]
+        str(model / "bundle" / GRAPHS["int8-static-cpu"]), providers=["CPUExecutionProvider"]
     )
     names = [i.name for i in session.get_inputs()]
     tc = load_experiment(TINY, data_root=data_root).base["tasks"][1]
@@ -380,7 +380,7 @@ def test_exported_precisions_were_evaluated_through_onnx_runtime(tiny_run, data_
         examples,
         max_seq_len=meta["max_seq_len"],
     ).metrics
-    recorded = json.loads((model / "test.json").read_text())["int8-dynamic"]["metrics"]["ner"]
+    recorded = json.loads((model / "test.json").read_text())["int8-static-cpu"]["metrics"]["ner"]
     assert metrics == pytest.approx(recorded)
 
 
