@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tokenizers import Encoding
 
 from mtst.errors import BundleError, ConfigError, parse_enum
-from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, TokenSink, check_positive
+from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, check_positive
 from mtst.runtime.bundle import Bundle, load_bundle
 from mtst.runtime.cache import EmbeddingCache
 from mtst.runtime.inputs import check_embeddings
@@ -46,9 +45,10 @@ from mtst.runtime.results import (
     HeadDecoding,
     Prediction,
     SentenceLabel,
+    call_decodings,
     decode_sentence,
-    decode_tokens,
     head_decodings,
+    token_sink,
 )
 from mtst.runtime.runners import EMBEDDING, Runner
 from mtst.runtime.tokenize import TextTokenizer, check_texts
@@ -60,31 +60,6 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 4096  # texts tokenized at once: bounds memory for huge lists; results stream out in order
 _HEADS_ROWS = 4096  # embeddings per heads.onnx run
-
-
-def _token_sink(
-    texts: list[str],
-    token: list[HeadInfo],
-    per_item: list[dict[str, Any]],
-    logits_out: list[dict[str, np.ndarray]] | None,
-    dec: Mapping[str, HeadDecoding],
-) -> TokenSink | None:
-    """Decodes the token heads' logits of each batch into ``per_item`` (and ``logits_out``)."""
-    if not token:
-        return None
-
-    def sink(idx: np.ndarray, batch: Sequence[Encoding], token_logits: Sequence[np.ndarray]) -> None:
-        for h, lg in zip(token, token_logits, strict=True):  # lg: (B, T, L)
-            for j, i in enumerate(idx.tolist()):
-                e = batch[j]
-                row = lg[j, : len(e)]
-                per_item[i][h.name] = decode_tokens(
-                    texts[i], row, e.word_ids, e.offsets, h.labels, dec[h.name]
-                )
-                if logits_out is not None:
-                    logits_out[i][h.name] = np.array(row, copy=True)
-
-    return sink
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,16 +309,13 @@ class Engine:
     ) -> list[Prediction]:
         """One :class:`Prediction` per text, in input order; only the named ``heads`` run (default: all).
 
-        Scores are calibrated with each head's temperature (manifest). A sentence head whose score is
-        under its threshold answers with ``abstained=True``; a token head drops entities scored under
-        its threshold. ``thresholds={"intent": 0.5}`` overrides a head's threshold for this call;
-        ``abstain=False`` turns thresholds off (every sentence answered, every entity kept).
-        ``min_entity_score`` also drops entities whose score (the mean probability of their words'
-        tags) is below it, whatever the thresholds: a NER head trained on news meets a banking question
-        with near-uniform tags that would otherwise come back as entities.
+        Scores are calibrated with each head's temperature; a sentence head scored under its threshold
+        answers ``abstained=True``, a token head drops entities scored under it (manifest values;
+        ``thresholds={"intent": 0.5}`` overrides, ``abstain=False`` turns them off). ``min_entity_score``
+        drops entities under it whatever the thresholds (mean probability of their words' tags).
         """
         hs = self._heads  # one read: a concurrent swap_heads does not change this call's heads
-        dec = self._decodings(hs, thresholds, abstain, min_entity_score) or hs.decodings
+        dec = call_decodings(hs.heads.values(), hs.decodings, thresholds, abstain, min_entity_score)
         items = check_texts(texts)
         tok = self._need_encoder()
         selected = self._select(hs, heads)
@@ -354,18 +326,6 @@ class Engine:
                 self._predict_chunk(tok, hs.runner, chunk, selected, return_embedding, return_logits, dec)
             )
         return out
-
-    @staticmethod
-    def _decodings(
-        hs: _HeadSet, thresholds: Mapping[str, float] | None, abstain: bool, min_entity_score: float
-    ) -> dict[str, HeadDecoding] | None:
-        """A call's decodings, None for the manifest's own (no overrides: the prebuilt ones)."""
-        plain_floor = type(min_entity_score) is not bool and min_entity_score == 0
-        if thresholds is None and abstain is True and plain_floor:
-            return None
-        return head_decodings(
-            hs.heads.values(), thresholds=thresholds, abstain=bool(abstain), min_entity_score=min_entity_score
-        )
 
     def _predict_chunk(
         self,
@@ -391,7 +351,7 @@ class Engine:
             encs, truncated = tok.encode(texts)
             rows = [(EMBEDDING, self.embedding_dim)]
             rows += [] if late else [(h.output, len(h.labels)) for h in sent]
-            sink = _token_sink(texts, token, per_item, logits_out if return_logits else None, dec)
+            sink = token_sink(texts, token, per_item, logits_out if return_logits else None, dec)
             emb, *sent_logits = self._batcher.run(tok, runner, encs, rows, [h.output for h in token], sink)
         if late and sent:
             sent_logits = self._sentence_logits(runner, emb, [h.output for h in sent])
@@ -428,7 +388,7 @@ class Engine:
         ``thresholds``/``abstain`` as in :meth:`predict`.
         """
         hs = self._heads
-        dec = self._decodings(hs, thresholds, abstain, 0.0) or hs.decodings
+        dec = call_decodings(hs.heads.values(), hs.decodings, thresholds, abstain, 0.0)
         if not hs.runner.takes_embeddings:
             raise BundleError(
                 f"{self.bundle.root}: variant {self.variant.key} has no separate heads graph: "

@@ -6,13 +6,17 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from tokenizers import Encoding
 
 from mtst.errors import ConfigError
 from mtst.runtime.decode import Entity, bio_spans, entities_from_words, word_chars, word_starts
 from mtst.runtime.manifest import HeadInfo, HeadKind
+
+if TYPE_CHECKING:
+    from mtst.runtime.batching import TokenSink
 
 __all__ = [
     "Entity",
@@ -20,10 +24,12 @@ __all__ = [
     "Prediction",
     "SentenceLabel",
     "TokenEntities",
+    "call_decodings",
     "decode_sentence",
     "decode_tokens",
     "head_decodings",
     "softmax",
+    "token_sink",
 ]
 
 
@@ -161,6 +167,22 @@ def head_decodings(
     return out
 
 
+def call_decodings(
+    heads: Iterable[HeadInfo],
+    prebuilt: dict[str, HeadDecoding],
+    thresholds: Mapping[str, float] | None,
+    abstain: bool,
+    min_entity_score: float,
+) -> dict[str, HeadDecoding]:
+    """One call's decodings: ``prebuilt`` (the manifest's, built once) when the call overrides nothing."""
+    plain_floor = type(min_entity_score) is not bool and min_entity_score == 0
+    if thresholds is None and abstain is True and plain_floor:
+        return prebuilt
+    return head_decodings(
+        heads, thresholds=thresholds, abstain=bool(abstain), min_entity_score=min_entity_score
+    )
+
+
 def decode_sentence(
     logits: np.ndarray, labels: Sequence[str], decoding: HeadDecoding = _PLAIN
 ) -> list[SentenceLabel]:
@@ -223,3 +245,29 @@ def decode_tokens(
         text, word_chars(word_ids, offsets), tags, scores, spans=spans, min_score=decoding.threshold
     )
     return TokenEntities(tuple(found)) if found else _NO_ENTITIES
+
+
+def token_sink(
+    texts: list[str],
+    token: list[HeadInfo],
+    per_item: list[dict[str, Any]],
+    logits_out: list[dict[str, np.ndarray]] | None,
+    dec: Mapping[str, HeadDecoding],
+) -> TokenSink | None:
+    """The engine's batch sink (:mod:`mtst.runtime.batching`): decodes the token heads' logits of each batch
+    into ``per_item`` (and ``logits_out``) with each head's decoding of this call."""
+    if not token:
+        return None
+
+    def sink(idx: np.ndarray, batch: Sequence[Encoding], token_logits: Sequence[np.ndarray]) -> None:
+        for h, lg in zip(token, token_logits, strict=True):  # lg: (B, T, L)
+            for j, i in enumerate(idx.tolist()):
+                e = batch[j]
+                row = lg[j, : len(e)]
+                per_item[i][h.name] = decode_tokens(
+                    texts[i], row, e.word_ids, e.offsets, h.labels, dec[h.name]
+                )
+                if logits_out is not None:
+                    logits_out[i][h.name] = np.array(row, copy=True)
+
+    return sink
