@@ -298,3 +298,21 @@ def test_abstention_report_renders_a_real_evaluation(calibrated_bundle: Path, tm
     assert "## tiny (given; overrides none)" in md
     assert f"| intent | fp32/single | 2.000 | 0.340 | accuracy | {intent['accuracy']:.4f} |" in md
     assert f"| ner | fp32/single | *=news.txt | 2 | {100 * declined:.1f}% |" in md
+
+
+def test_mtst_eval_of_a_bundle_imports_no_torch(calibrated_bundle: Path, tmp_path: Path) -> None:
+    """A bundle is scored by the runtime alone: an edge device without torch can run mtst-eval."""
+    import subprocess
+    import sys
+
+    _eval_files(tmp_path)
+    code = (
+        "import sys\n"
+        "from mtst.experiment.eval_cli import main\n"
+        f"main([{str(calibrated_bundle)!r}, '--data', 'intent=intent.csv', '--data-root', {str(tmp_path)!r},"
+        " '--report', 'json', '--no-progress'], standalone_mode=False)\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert '"fp32/single"' in done.stdout
