@@ -154,6 +154,17 @@ def loss_study(feats: Mapping[str, Mapping[str, Features]], sentence_tasks: Sequ
     """Plain CE vs outlier exposure vs a ``none`` class, heads on the same frozen embeddings."""
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of tiny steps: thread hand-offs cost more than they save
+    try:
+        return _loss_study(feats, sentence_tasks)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _loss_study(feats: Mapping[str, Mapping[str, Features]], sentence_tasks: Sequence[str]) -> dict[str, Any]:
+    import torch
+
     out: dict[str, Any] = {}
     for head in sentence_tasks:
         f = feats[head]
