@@ -15,7 +15,7 @@ from mtst.errors import MtstError
 from .config import BenchConfig, parse_scenarios
 from .runner import run_benchmark
 
-__all__ = ["main"]
+__all__ = ["fp16_main", "main"]
 
 # A short run that only checks a setup works end to end (its numbers are not worth reporting).
 QUICK = {
@@ -193,3 +193,37 @@ def main(
     for s in report.skipped:
         click.echo(f"skipped {s.name}: {s.reason}")
     click.echo(f"wrote {', '.join(str(p) for p in files.values())}")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Sentences, one a line.")
+@click.option("--sentences", type=int, default=200, show_default=True, help="Sentences spread over --data.")
+@click.option(
+    "--reference", type=click.Path(path_type=Path), help="Bundle with the fp32 variant (default: BUNDLE)."
+)
+@click.option("--provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default="cpu", show_default=True)
+@click.option("-o", "--out", type=click.Path(path_type=Path), help="Also write the report to this JSON file.")
+def fp16_main(
+    bundle: Path, data: Path, sentences: int, reference: Path | None, provider: str, out: Path | None
+) -> None:
+    """fp16 overflow check of BUNDLE: max |diff| vs fp32, LayerNorm/softmax inf/nan or past 65504."""
+    import json
+
+    from mtst.runtime.texts import read_sentences
+
+    from .fp16 import check_fp16
+
+    try:
+        texts = read_sentences(data, limit=sentences)
+        report = check_fp16(bundle, texts, reference=reference, provider=provider).to_dict()
+    except MtstError as exc:
+        raise click.ClickException(str(exc)) from None
+    text = json.dumps(report, indent=2)
+    if out is not None:
+        out.write_text(text + "\n", encoding="utf-8")
+    click.echo(text)
+    if report["overflow"]:
+        raise click.ClickException(
+            "fp16 overflow: inf/nan in the fp16 graph (see 'ops' and 'nonfinite_outputs')"
+        )

@@ -121,6 +121,10 @@ def _eval_data(values: tuple[str, ...]) -> dict[str, str]:
     show_default=True,
     help="Guard threshold for tasks without validation data.",
 )
+@_path_option(
+    "--trt-profiles-from",
+    help="Real sentences, one a line: TensorRT shape profiles from their token lengths, into the manifest.",
+)
 @click.option("--no-accuracy-guard", is_flag=True, help="Do not score variants on validation data.")
 @click.option("--no-parity-check", is_flag=True, help="Write the bundle even if parity bounds are exceeded.")
 @click.option("--heads-only", is_flag=True, help="Write only the heads (needs --encoder-from).")
@@ -147,6 +151,7 @@ def main(
     no_accuracy_guard: bool,
     no_parity_check: bool,
     heads_only: bool,
+    trt_profiles_from: Path | None,
     encoder_from: Path | None,
     overwrite: bool,
     no_progress: bool,
@@ -155,6 +160,11 @@ def main(
 ) -> None:
     """Export the mtst checkpoint CHECKPOINT as an ONNX bundle (or a Triton repository: --format triton)."""
     from . import export_bundle, export_heads
+
+    if trt_profiles_from is not None and (heads_only or triton["fmt"] == "triton"):
+        raise click.UsageError(
+            "--trt-profiles-from needs a bundle with an encoder (not --heads-only or triton)"
+        )
 
     with _log_to_stderr(verbose), _progress_line(disable=no_progress) as progress:
         try:
@@ -196,6 +206,20 @@ def main(
                 )
             else:
                 report = export_bundle(checkpoint, out, **bundle_options)
+            profiles = _trt_profiles(out, trt_profiles_from)
         except MtstError as exc:
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     click.echo(report.summary())
+    if profiles:
+        click.echo(profiles)
+
+
+def _trt_profiles(out: Path, sentences: Path | None) -> str:
+    """--trt-profiles-from: the profiles written into the bundle's manifest, as one line."""
+    if sentences is None:
+        return ""
+    from .trt_profiles import add_trt_profiles
+
+    p = add_trt_profiles(out, sentences)
+    shapes = "; ".join(f"min {x.min} opt {x.opt} max {x.max}" for x in p.profiles)
+    return f"trt_profiles from {p.sentences} sentences (lengths {p.length_quantiles}): {shapes}"

@@ -9,6 +9,7 @@ import dataclasses
 import functools
 import importlib.util
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -160,11 +161,24 @@ def train_options(f: Callable[..., None]) -> Callable[..., None]:
     "--compare-separate", is_flag=True, help="Also train one model per task on the same budget and compare."
 )
 def main(options: TrainOptions, compare_separate: bool) -> None:
-    """Train a multi-task sentence transformer from a run CONFIG (YAML or TOML)."""
+    """Train a multi-task sentence transformer from a run CONFIG (YAML or TOML).
+
+    \b
+    On several processes or machines (PyTorch DDP; gloo on CPU, NCCL on GPU):
+      torchrun --nproc-per-node N -m mtst.train CONFIG [OPTIONS]
+      torchrun --nnodes M --nproc-per-node N --rdzv-backend c10d --rdzv-endpoint HOST:PORT \\
+               -m mtst.train CONFIG [OPTIONS]
+    optim.batch_size is the global batch of one step (each process takes its part), so a run gives
+    the same steps with any number of processes and --resume may change it. Rank 0 evaluates,
+    writes the run directory and logs (with several machines, put --output on a shared filesystem).
+    """
     need_torch()
+    main_process = int(os.environ.get("RANK", "0")) == 0  # torchrun's; only rank 0 logs and prints
     if compare_separate:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise click.UsageError("--compare-separate runs in one process; start it without torchrun")
         raise SystemExit(_hand_over_compare(options.args()))
-    setup_logging(options.verbose, options.quiet)
+    setup_logging(options.verbose, options.quiet or not main_process)
     try:
         cfg, run_dir = options.load()
         from mtst.train import train
@@ -178,6 +192,8 @@ def main(options: TrainOptions, compare_separate: bool) -> None:
         )
     except MtstError as exc:
         raise click.ClickException(str(exc)) from None
+    if not main_process:
+        return
     click.echo(_metrics_table(result.validation, result.test))
     click.echo(
         f"steps {result.steps} (best {result.best_step}{', stopped early' if result.stopped_early else ''}) | "

@@ -112,7 +112,7 @@ class OptimConfig:
     schedule: Schedule = Schedule.LINEAR
     min_lr_ratio: float = 0.0  # the decay ends at lr * min_lr_ratio
     grad_clip: float | None = 1.0
-    batch_size: int = 32
+    batch_size: int = 32  # one optimizer step's global batch; under torchrun each process takes its part
     epochs: float = 1.0  # an epoch = one pass over every trained task's training set (in batches)
     max_steps: int | None = None  # wins over epochs
     betas: tuple[float, float] = (0.9, 0.999)

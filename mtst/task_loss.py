@@ -4,6 +4,8 @@ Sentence tasks score the pooled embedding, token tasks the first sub-token of ev
 carry the ignore index, see :mod:`mtst.alignment`). With the encoder frozen and its outputs cached
 (:func:`mtst.freezing.build_cache`), only the head runs. The same encoder outputs feed the other
 heads' "not mine" losses (:mod:`mtst.cross_task`), returned beside the task's own loss.
+:class:`StepLoss` weights the task's loss, adds the cross-task losses (the loss to back-propagate) and,
+with several processes, computes this rank's share of the global batch (:mod:`mtst.distributed`).
 """
 
 from __future__ import annotations
@@ -15,23 +17,39 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from mtst.alignment import IGNORE_INDEX, encode_sentence_batch, encode_token_batch
 from mtst.augment import Augmenter
 from mtst.cross_task import CrossTaskLoss
 from mtst.data import Example, SentenceExample, TaskData, TokenExample
 from mtst.device import autocast
+from mtst.distributed import Distributed
 from mtst.freezing import CachedTask
-from mtst.model import MultiTaskModel, MultiTaskOutput
+from mtst.loss_weighting import LossWeighter
+from mtst.model import MultiTaskModel
 from mtst.tasks import TaskKind
 
-__all__ = ["BatchLoss", "TaskLoss"]
+__all__ = ["BatchLoss", "StepLoss", "TaskLoss"]
+
+EVERYTHING = slice(None)
 
 
 @dataclass(frozen=True)
 class BatchLoss:
     task: torch.Tensor  # the mean loss of the task's own examples (what loss weighting scales)
     cross: torch.Tensor | None  # the other heads' not-mine losses on this batch (mtst.cross_task)
+
+
+@dataclass(frozen=True)
+class _Forward:
+    """One forward pass: logits and labels (one row per scored item) and the encoder outputs."""
+
+    logits: torch.Tensor  # (N, L)
+    labels: torch.Tensor  # (N,)
+    embedding: torch.Tensor | None  # (B, H): from the encoder, or a sentence task's cache
+    token_states: torch.Tensor | None  # (B, T, H); None from a cache
+    input_ids: torch.Tensor | None  # (B, T); None from a cache
 
 
 class TaskLoss:
@@ -62,25 +80,59 @@ class TaskLoss:
         heads: Collection[str] = (),
     ) -> BatchLoss:
         with autocast(self.amp_dtype):
-            loss, out, input_ids = self._loss(task, indices, cache)
-            cross = None
-            if self.cross is not None:
-                emb, states = (out.embedding, out.token_states) if out is not None else (None, None)
-                if out is None and cache is not None and self.data[task].spec.kind is TaskKind.SENTENCE:
-                    emb = cache.batch(indices)[0].to(self.device)  # cached embeddings: sentence heads only
-                cross = self.cross.extra(task, step, heads, emb, states, input_ids)
-            return BatchLoss(loss, cross)
+            fwd = self._forward(task, indices, cache, EVERYTHING)
+            logits, labels = fwd.logits.float(), fwd.labels
+            if cache is not None or self.data[task].spec.kind is TaskKind.SENTENCE:
+                loss = F.cross_entropy(logits, labels)
+            elif not bool((labels != IGNORE_INDEX).any()):
+                loss = logits.sum() * 0.0  # nothing labelled survived truncation
+            else:
+                loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+            return BatchLoss(loss, self._cross(task, fwd, step, heads))
 
-    def _loss(
-        self, task: str, indices: np.ndarray, cache: CachedTask | None
-    ) -> tuple[torch.Tensor, MultiTaskOutput | None, torch.Tensor | None]:
-        """The task's loss, and the encoder outputs and input ids it came from (None from a cache)."""
+    def summed(
+        self,
+        task: str,
+        indices: np.ndarray,
+        cache: CachedTask | None,
+        part: slice,
+        *,
+        step: int = 0,
+        heads: Collection[str] = (),
+    ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """(sum of the losses, number of labels scored, the cross-task losses) of the examples at
+        positions ``part`` of the batch.
+
+        Augmentation draws for the whole batch (its RNG stays the same on every rank). An empty part
+        scores the batch's first example at weight 0: the rank still runs the forward and backward
+        passes that DDP waits for, over the same parameters as the others, and adds nothing. The
+        cross-task losses are the means over this rank's part (DDP averages them over the ranks).
+        """
+        empty = len(indices[part]) == 0
+        with autocast(self.amp_dtype):
+            fwd = self._forward(task, indices, cache, slice(0, 1) if empty else part)
+            total = F.cross_entropy(
+                fwd.logits.float(), fwd.labels, ignore_index=IGNORE_INDEX, reduction="sum"
+            )
+            cross = self._cross(task, fwd, step, heads)
+        if empty:
+            return total * 0.0, 0, None if cross is None else cross * 0.0
+        return total, int((fwd.labels != IGNORE_INDEX).sum()), cross
+
+    def _cross(self, task: str, fwd: _Forward, step: int, heads: Collection[str]) -> torch.Tensor | None:
+        if self.cross is None:
+            return None
+        return self.cross.extra(task, step, heads, fwd.embedding, fwd.token_states, fwd.input_ids)
+
+    def _forward(self, task: str, indices: np.ndarray, cache: CachedTask | None, part: slice) -> _Forward:
         model, data = self.model, self.data[task]
         if cache is not None:
-            feats, labels = cache.batch(indices)
-            logits = model.heads[task](feats.to(self.device))  # (B, L) or (M, L)
-            return F.cross_entropy(logits.float(), labels.to(self.device)), None, None
-        examples = [self._augment(task, data.train[int(i)]) for i in indices]
+            feats, labels = cache.batch(indices[part])
+            feats = feats.to(self.device)
+            logits = model.heads[task](feats)  # (B, L) or (M, L)
+            emb = feats if data.spec.kind is TaskKind.SENTENCE else None  # a token cache holds no embedding
+            return _Forward(logits, labels.to(self.device), emb, None, None)
+        examples = [self._augment(task, data.train[int(i)]) for i in indices][part]
         if data.spec.kind is TaskKind.SENTENCE:
             sentences = [ex for ex in examples if isinstance(ex, SentenceExample)]
             enc = encode_sentence_batch(
@@ -89,24 +141,16 @@ class TaskLoss:
             labels = torch.tensor([data.label_to_id[ex.label] for ex in sentences], device=self.device)
             inputs = self._inputs(enc)
             out = model(**inputs, tasks=[task])
-            logits = out.logits[task]  # (B, L)
-            return F.cross_entropy(logits.float(), labels), out, inputs["input_ids"]
+            return _Forward(out.logits[task], labels, out.embedding, out.token_states, inputs["input_ids"])
         tokens = [ex for ex in examples if isinstance(ex, TokenExample)]
         enc, labels_np, _ = encode_token_batch(
             model.tokenizer, tokens, data.label_to_id, max_seq_len=model.max_seq_len
         )
         inputs = self._inputs(enc)
         out = model(**inputs, tasks=[task])
-        logits = out.logits[task]  # (B, T, L)
-        labels = torch.from_numpy(labels_np).to(self.device)
-        if not bool((labels != IGNORE_INDEX).any()):
-            return (
-                logits.float().sum() * 0.0,
-                out,
-                inputs["input_ids"],
-            )  # nothing labelled survived truncation
-        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
-        return loss, out, inputs["input_ids"]
+        logits = out.logits[task].flatten(0, 1)  # (B*T, L)
+        labels_t = torch.from_numpy(labels_np).to(self.device).flatten()
+        return _Forward(logits, labels_t, out.embedding, out.token_states, inputs["input_ids"])
 
     def _augment(self, task: str, example: Example) -> Example:
         rng = self.aug_rngs[task]
@@ -117,3 +161,43 @@ class TaskLoss:
 
     def _inputs(self, enc: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
         return {k: torch.from_numpy(v).to(self.device) for k, v in enc.items() if k in self.model.input_names}
+
+
+class StepLoss(nn.Module):
+    """``step_loss(task, indices, step, heads)``: (the loss to back-propagate, the batch's mean task loss).
+
+    A module holding the model and the loss weighter, so that DDP (:meth:`Distributed.wrap`) reduces the
+    gradients of both: learned loss weights stay the same on every rank. One process: the batch's mean
+    loss, weighted, plus the cross-task losses. Several: this rank's summed loss times
+    ``world_size / n_global`` (DDP then averages the gradients over ranks: the global batch's mean-loss
+    gradient) plus this rank's cross-task losses; the mean loss it reports is the global batch's, from
+    one all-reduce of (labels scored, loss sum).
+    """
+
+    def __init__(
+        self,
+        model: MultiTaskModel,
+        weighter: LossWeighter,
+        task_loss: TaskLoss,
+        caches: Mapping[str, CachedTask],
+        place: Distributed,
+    ) -> None:
+        super().__init__()
+        self.model, self.weighter = model, weighter
+        self.task_loss, self.caches, self.place = task_loss, caches, place
+
+    def forward(
+        self, task: str, indices: np.ndarray, step: int = 0, heads: Collection[str] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cache = self.caches.get(task)
+        if not self.place.enabled:
+            batch = self.task_loss(task, indices, cache, step=step, heads=heads)
+            loss = self.weighter(task, batch.task.float())
+            return (loss if batch.cross is None else loss + batch.cross), batch.task.detach()
+        total, count, cross = self.task_loss.summed(
+            task, indices, cache, self.place.part, step=step, heads=heads
+        )
+        n, global_total = self.place.sum([count, float(total.detach())])
+        n = max(n, 1.0)
+        local = self.weighter(task, (total * (self.place.world_size / n)).float())
+        return (local if cross is None else local + cross), torch.tensor(global_total / n)

@@ -11,6 +11,10 @@ sampler, AMP scaler, lr schedule) and then runs a loop that reads top to bottom:
 Everything that decides what happens next (weights, optimizer moments, sampler and batch positions,
 augmentation and global RNG states, counters) is in every checkpoint, so ``resume=True`` continues
 a killed run to the same end as an uninterrupted one. Test data is scored once, on the best model.
+
+Under torchrun (``torchrun --nproc-per-node N -m mtst.train CONFIG``) the same loop runs in every
+process with DDP: each takes its part of every global batch, rank 0 alone evaluates, writes and logs
+(:mod:`mtst.distributed`). ``python -m mtst.train`` is ``mtst-train``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from mtst.config import StageConfig, TrainConfig
 from mtst.cross_task import CrossTaskLoss
 from mtst.data import load_task_data
 from mtst.device import amp_dtype, resolve_device
+from mtst.distributed import Distributed, process_group
 from mtst.errors import ConfigError
 from mtst.evaluation import evaluate_tasks, selection_score
 from mtst.freezing import count_parameters, plan_freezing, set_train_mode
@@ -45,15 +50,15 @@ from mtst.optim import build_optimizer, lr_factor
 from mtst.runtime.fsutil import atomic_write_json, atomic_write_text
 from mtst.sampling import LengthGroupedBatches
 from mtst.stage import Stage, prepare_stage
-from mtst.task_loss import TaskLoss
+from mtst.task_loss import StepLoss, TaskLoss
 from mtst.train_log import MetricsLog, Window, dump_yaml, progress_bar, redirect_logging
 from mtst.train_state import (
     CheckpointPayload,
     LoopState,
     RunParts,
     capture_state,
+    open_run_dir,
     read_checkpoint,
-    read_latest,
     restore_run,
     restore_stage,
     write_checkpoint,
@@ -86,6 +91,16 @@ class TrainResult:
     loss_weights: dict[str, float]
     calibration: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> report (mtst.calibrate)
 
+    def to_dict(self) -> dict[str, Any]:
+        """``results.json``: paths as strings."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        return cls(
+            **{**data, "run_dir": Path(data["run_dir"]), "best_checkpoint": Path(data["best_checkpoint"])}
+        )
+
 
 def train(
     cfg: TrainConfig,
@@ -95,32 +110,28 @@ def train(
     device: str | None = None,
     progress: bool | None = None,
 ) -> TrainResult:
-    """Train ``cfg`` into ``run_dir`` (default ``output_dir/run_id``); ``resume`` continues from ``latest.json``."""
+    """Train ``cfg`` into ``run_dir`` (default ``output_dir/run_id``); ``resume`` continues from ``latest.json``.
+
+    Started by torchrun (``WORLD_SIZE`` > 1), every process calls this: DDP, see :mod:`mtst.distributed`.
+    """
     run_dir = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / (cfg.run_id or "run")
-    return _Run(
-        cfg, run_dir, resume=resume, device=resolve_device(device or cfg.device), progress=progress
-    ).run()
+    with process_group(Distributed.from_env(), resolve_device(device or cfg.device)) as place:
+        return _Run(cfg, run_dir, resume=resume, place=place, progress=progress).run()
 
 
 class _Run:
     """One training run: the model, data and counters that live across stages."""
 
     def __init__(
-        self, cfg: TrainConfig, run_dir: Path, *, resume: bool, device: torch.device, progress: bool | None
+        self, cfg: TrainConfig, run_dir: Path, *, resume: bool, place: Distributed, progress: bool | None
     ) -> None:
-        self.cfg, self.run_dir, self.device = cfg, run_dir, device
-        self.show_progress = sys.stderr.isatty() if progress is None else progress
-        latest = read_latest(run_dir) if run_dir.exists() else None
-        if not resume and (latest is not None or (run_dir / "metrics.jsonl").exists()):
-            raise ConfigError(
-                f"{run_dir}: a run is already there; pass --resume to continue it or --output DIR for a new run"
-            )
-        if resume and latest is None:
-            logger.info("%s: no checkpoint yet, starting from the beginning", run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        self.cfg, self.run_dir, self.place, self.device = cfg, run_dir, place, place.device
+        self.show_progress = place.main and (sys.stderr.isatty() if progress is None else progress)
+        found = place.decide(lambda: str(open_run_dir(run_dir, resume=resume) or ""))  # rank 0 looks
+        latest = Path(found) if found else None
         if cfg.deterministic:
             torch.use_deterministic_algorithms(True)
-        self.amp_dtype = amp_dtype(cfg.amp, device)
+        self.amp_dtype = amp_dtype(cfg.amp, self.device)
         # seed everything before anything random is created (head init, dropout)
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
@@ -131,14 +142,14 @@ class _Run:
             tasks=[d.spec for d in self.data.values()],
             pooling=cfg.pooling,
             max_seq_len=cfg.max_seq_len,
-        ).to(device)
+        ).to(self.device)
         self.weighter = build_loss_weighting(
             cfg.loss_weighting, {t.name: t.loss_weight for t in cfg.tasks}
-        ).to(device)
+        ).to(self.device)
         self.batchers = {
             name: LengthGroupedBatches(
                 token_lengths(self.model.tokenizer, d.train, cfg.max_seq_len),
-                cfg.optim.batch_size,
+                cfg.optim.batch_size,  # the global batch: each process takes its part (mtst.distributed)
                 seed=cfg.seed + 7919 * (i + 1),
             )
             for i, (name, d) in enumerate(self.data.items())
@@ -149,16 +160,17 @@ class _Run:
         }
         aug_rngs = {name: random.Random(cfg.seed * 1_000_003 + i) for i, name in enumerate(self.data)}
         self.run_parts = RunParts(self.weighter, self.batchers, aug_rngs)
-        cross = CrossTaskLoss(cfg, self.model, self.data, device=device)
+        cross = CrossTaskLoss(cfg, self.model, self.data, device=self.device)
         self.task_loss = TaskLoss(
             self.model,
             self.data,
             self.augmenters,
             aug_rngs,
-            device=device,
+            device=self.device,
             amp_dtype=self.amp_dtype,
             cross=cross if cross.enabled or cross.ood else None,
         )
+        self.step_loss: torch.nn.Module | None = None  # per stage: StepLoss, in DDP with several processes
         self.state = LoopState(task_steps={t: 0 for t in self.data})
         self.stages = cfg.effective_stages()
         self.meta_base = {
@@ -170,9 +182,10 @@ class _Run:
         self.window = Window()  # losses since the last log line
         if latest is not None:
             self._load(latest)
-        atomic_write_text(run_dir / "config.resolved.yaml", dump_yaml(cfg.to_dict()))
         self.log = MetricsLog(run_dir / "metrics.jsonl")
-        self.log.truncate(self.state.step if latest is not None else 0)
+        if place.main:
+            atomic_write_text(run_dir / "config.resolved.yaml", dump_yaml(cfg.to_dict()))
+            self.log.truncate(self.state.step if latest is not None else 0)
 
     # ------------------------------------------------------------------ top level
     def run(self) -> TrainResult:
@@ -207,23 +220,24 @@ class _Run:
         else:
             probabilities = {k: round(v, 3) for k, v in st.sampler.probabilities.items()}
             logger.info("sampling %s: %s", self.cfg.sampling.strategy.value, probabilities)
+        # a fresh DDP wrapper per stage: the stage's freeze plan decides which parameters it reduces
+        self.step_loss = None
+        step_loss = StepLoss(self.model, self.weighter, self.task_loss, st.caches, self.place)
+        self.step_loss = self.place.wrap(step_loss)
         return st
 
     def _run_stage(self, st: Stage, bar: Any) -> None:
         """The loop of one stage, to its last step or an early stop; then the stage-end checkpoint."""
-        cfg, state, opt, scaler = self.cfg, self.state, st.optimizer, st.scaler
+        cfg, state, opt, scaler, step_loss = self.cfg, self.state, st.optimizer, st.scaler, self.step_loss
+        assert step_loss is not None  # set by _prepare_stage
         t_start = time.perf_counter()
         while state.stage_step < st.total and not state.stopped_early:
             st.schedule.apply(opt, state.stage_step)  # the lr of this step
-            task = next(st.sampler)  # one batch of one task
+            task = next(st.sampler)  # one batch of one task (the global batch; each process takes its part)
             indices = next(self.batchers[task])
-            batch = self.task_loss(
-                task, indices, st.caches.get(task), step=state.step, heads=st.plan.trained_heads
-            )
-            task_loss = batch.task
-            loss = self.weighter(task, task_loss.float())
-            if batch.cross is not None:  # the other heads' not-mine losses (mtst.cross_task)
-                loss = loss + batch.cross
+            self.place.seed_step(cfg.seed, state.step)  # several processes: dropout from (seed, step, rank)
+            # weighted, plus the other heads' not-mine losses (mtst.cross_task); the batch's mean task loss
+            loss, task_loss = step_loss(task, indices, state.step, st.plan.trained_heads)
             scaler.scale(loss).backward()
             if cfg.optim.grad_clip is not None:
                 scaler.unscale_(opt)
@@ -239,7 +253,8 @@ class _Run:
             bar.update(1)
             stage_done = state.stage_step == st.total
             if state.step % cfg.log_every == 0 or stage_done:
-                self._log_train(st)
+                if self.place.main:
+                    self._log_train(st)
                 self.window = Window()
             # evaluate: every N steps, at each epoch end, at the stage end
             if (
@@ -281,10 +296,17 @@ class _Run:
         )
 
     def _evaluate_and_select(self, st: Stage) -> None:
-        cfg, state = self.cfg, self.state
+        """Rank 0 evaluates, selects and logs; every process takes its decisions (best score, early stop)."""
+        state = self.state
         if state.last_eval_step == state.step:
             return
         state.last_eval_step = state.step
+        for k, v in self.place.decide(lambda: self._select(st)).items():
+            setattr(state, k, v)
+
+    def _select(self, st: Stage) -> dict[str, Any]:
+        """Evaluate, keep ``best/``, log; what it decided (the state's selection fields)."""
+        cfg, state = self.cfg, self.state
         metrics = self.evaluate(st.eval_tasks, "validation", st)
         metric = cfg.eval.metric
         if metric != "mean" and metric.split(".", 1)[0] not in metrics:
@@ -318,6 +340,7 @@ class _Run:
         logger.info(
             "eval step %d | %s %.4f%s | %s", state.step, metric, score, " (best)" if improved else "", flat
         )
+        return {k: getattr(state, k) for k in ("best_score", "best_step", "bad_evals", "stopped_early")}
 
     def _meta(
         self, metrics: dict[str, dict[str, float]] | None, metric: str | None, score: float | None
@@ -352,14 +375,16 @@ class _Run:
     def _checkpoint(self, st: Stage | None) -> None:
         """A resumable checkpoint; mid-stage (``st``) with the optimizer, sampler, scaler and schedule."""
         stage = st.parts(self.state.stage_step) if st is not None else None
-        write_checkpoint(
-            self.run_dir,
-            self.model,
-            capture_state(self.state, self.run_parts, self.window.state_dict(), stage),
-            step=self.state.step,
-            meta=self._meta(None, None, None),
-            keep_last=self.cfg.checkpoint.keep_last,
-        )
+        if self.place.main:  # the state is the same in every process: rank 0 writes, the others wait
+            write_checkpoint(
+                self.run_dir,
+                self.model,
+                capture_state(self.state, self.run_parts, self.window.state_dict(), stage),
+                step=self.state.step,
+                meta=self._meta(None, None, None),
+                keep_last=self.cfg.checkpoint.keep_last,
+            )
+        self.place.barrier()
 
     def _load(self, path: Path) -> None:
         weights, payload = read_checkpoint(path)
@@ -382,6 +407,10 @@ class _Run:
         return max(1, math.ceil(epochs * sum(len(self.batchers[t]) for t in stage.tasks)))
 
     def _finish(self, last: Stage | None) -> TrainResult:
+        """Rank 0 scores the best model and writes ``results.json``; every process returns its result."""
+        return TrainResult.from_dict(self.place.decide(lambda: self._score_best(last).to_dict()))
+
+    def _score_best(self, last: Stage | None) -> TrainResult:
         """Best model back in, validation (as selected) and test metrics, ``results.json``."""
         from safetensors.torch import load_file
 
@@ -424,6 +453,13 @@ class _Run:
             loss_weights=self.weighter.weights(),
             calibration=calibration,
         )
-        summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items()}
-        atomic_write_json(self.run_dir / "results.json", summary)
+        atomic_write_json(self.run_dir / "results.json", result.to_dict())
         return result
+
+
+# python -m mtst.train is mtst-train: the form torchrun starts (torchrun … -m mtst.train CONFIG)
+if __name__ == "__main__":
+    import runpy
+
+    # run mtst-train's command line as a program (cli imports this module to train: no import cycle)
+    runpy.run_module("mtst.cli", run_name="__main__")

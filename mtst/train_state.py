@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from mtst.checkpoint import WEIGHTS, read_meta
-from mtst.errors import CheckpointError
+from mtst.errors import CheckpointError, ConfigError
 from mtst.loss_weighting import LossWeighter
 from mtst.model import MultiTaskModel, write_model_files
 from mtst.runtime.fsutil import atomic_directory, atomic_write_json
@@ -46,6 +46,7 @@ __all__ = [
     "capture_state",
     "checkpoint_name",
     "flatten_optimizer",
+    "open_run_dir",
     "read_checkpoint",
     "read_latest",
     "restore_rng",
@@ -235,6 +236,20 @@ def read_latest(run_dir: Path) -> Path | None:
     if not (path / STATE_DIR / STATE_JSON).is_file():
         raise CheckpointError(f"{latest}: names {path}, which has no {STATE_DIR}/{STATE_JSON}")
     return path
+
+
+def open_run_dir(run_dir: Path, *, resume: bool) -> Path | None:
+    """The checkpoint a run in ``run_dir`` continues from (None: it starts), the directory made. A run
+    already there is an error unless ``resume``."""
+    latest = read_latest(run_dir) if run_dir.exists() else None
+    if not resume and (latest is not None or (run_dir / "metrics.jsonl").exists()):
+        raise ConfigError(
+            f"{run_dir}: a run is already there; pass --resume to continue it or --output DIR for a new run"
+        )
+    if resume and latest is None:
+        logger.info("%s: no checkpoint yet, starting from the beginning", run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return latest
 
 
 def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], CheckpointPayload]:

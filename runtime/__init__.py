@@ -11,6 +11,13 @@ Imports numpy, onnxruntime, tokenizers and the standard library only (edge devic
 
 from __future__ import annotations
 
+import os
+
+# ONNX Runtime 1.29+ writes a device id and an offline event store under the user's cache and uploads
+# telemetry unless ORT_DISABLE_TELEMETRY is set when it initializes (disable_telemetry_events() only
+# stops later events): set it before any runtime module imports onnxruntime. A caller's own value wins.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 from mtst.runtime.bundle import Bundle, load_bundle, verify_bundle
 from mtst.runtime.decode import Entity
 from mtst.runtime.engine import Engine

@@ -180,3 +180,20 @@ class Batcher:
         lengths = np.fromiter((len(e) for e in encs), dtype=np.int64, count=n)
         self.each(self.batches(lengths), work)
         return gathered
+
+    def run_device(
+        self, tok: TextTokenizer, runner: Runner, encs: list[Encoding], output: str
+    ) -> list[tuple[np.ndarray, Any]]:
+        """``output`` of every batch left on the runner's device: (input indices, OrtValue) per batch."""
+        if len(encs) == 1:
+            return [(_ONE.copy(), runner.run_device(tok.pad(encs), [output])[0])]
+        parts: dict[int, tuple[np.ndarray, Any]] = {}
+        lengths = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
+        batches = self.batches(lengths)
+
+        def work(idx: np.ndarray) -> None:
+            feeds = tok.pad([encs[i] for i in idx.tolist()])
+            parts[int(idx[0])] = (idx, runner.run_device(feeds, [output])[0])
+
+        self.each(batches, work)
+        return [parts[int(idx[0])] for idx in batches]

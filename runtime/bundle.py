@@ -2,31 +2,37 @@
 
 Verification (on by default, the same for every entry point) checks, in this order:
 
-1. ``manifest.json``: schema version in the supported range, fields well formed (``Manifest.read``);
+1. ``manifest.json`` alone (no other file is opened before it passes): a regular file inside the
+   bundle, under the size cap, strict JSON, every field checked (``mtst.runtime.manifest_schema``);
 2. every file listed in ``files``: the name stays inside the bundle (relative, no ``..``, no symlink
-   resolving outside), it is a regular file, its size and sha256 are the ones listed;
-3. every graph file: the external-data files it references stay inside the bundle and are listed in
-   ``files`` (so they were hashed in step 2);
+   resolving outside), it is a regular file (a FIFO is never opened for reading), under its size cap,
+   its size and sha256 are the ones listed;
+3. every graph file: the external-data files it references (in initializers, node attributes,
+   subgraphs and function attribute defaults) stay inside the bundle and are listed in ``files``;
 4. no unlisted graph file (``*.onnx``) lies in the bundle folder.
 
-A mismatch raises :class:`~mtst.errors.BundleError` naming the file and what differed. Hashing is
-the expensive part at cold start (about 50 ms per 90 MB here), so hashes that were verified in this
-process are remembered, in memory only, keyed by (real path, size, mtime_ns, ctime_ns, inode): a
-file changed in any way is hashed again.
+Only ``manifest.json`` and the files it lists are ever opened. The graphs, their external data and the
+tokenizer are read once, here: the bytes that were hashed are the bytes the sessions and the tokenizer
+are built from (:meth:`Bundle.data`), so a file swapped after verification is never used. A mismatch
+raises :class:`~mtst.errors.BundleError` naming the file and what differed. Hashing is the expensive
+part at cold start (about 50 ms per 90 MB here), so hashes verified in this process are remembered, in
+memory only, keyed by (real path, size, mtime_ns, ctime_ns, inode) as read from the open file before
+*and* after reading it: a file changed in any way, even while it is read, is hashed again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
-import stat
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from mtst.errors import BundleError
 from mtst.runtime.manifest import MANIFEST_NAME, Layout, Manifest, Variant, sha256_file
-from mtst.runtime.onnx_refs import external_data_refs
+from mtst.runtime.manifest_schema import BundleLimitError, Limits, open_regular, read_fd
+from mtst.runtime.onnx_refs import external_data_refs_in
 
 __all__ = ["Bundle", "clear_hash_cache", "hash_file", "load_bundle", "verify_bundle"]
 
@@ -56,13 +62,25 @@ def hash_file(path: Path, st: os.stat_result | None = None) -> str:
     return digest
 
 
+def _key(path: Path, st: os.stat_result) -> tuple[str, int, int, int, int]:
+    return (str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+
+
 @dataclass(frozen=True, slots=True)
 class Bundle:
-    """A bundle folder and its manifest. ``root`` is the resolved folder; paths come from :meth:`path`."""
+    """A bundle folder and its manifest. ``root`` is the resolved folder; paths come from :meth:`path`.
+
+    A verified bundle holds the bytes of its graphs, their external data and its tokenizer, as hashed
+    (:meth:`data`, :meth:`external_data`) until :meth:`release` (the engine calls it once its sessions
+    and tokenizer are built).
+    """
 
     root: Path
     manifest: Manifest
     verified: bool
+    blobs: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    # graph file -> (location as written in the graph, file name in the bundle) of its external data
+    externals: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict, compare=False, repr=False)
 
     def path(self, name: str) -> Path:
         return self.root / PurePosixPath(name)
@@ -73,57 +91,128 @@ class Bundle:
             raise BundleError(f"{self.root / MANIFEST_NAME}: tokenizer: the bundle names no tokenizer file")
         return self.path(self.manifest.tokenizer)
 
+    def data(self, name: str) -> bytes:
+        """The verified bytes of the listed file ``name`` (an unverified bundle: read now, unchecked)."""
+        blob = self.blobs.get(name)
+        if blob is not None:
+            return blob
+        if self.verified:
+            raise BundleError(
+                f"{self.root}: {name}: its verified bytes were released (load the bundle again)"
+            )
+        return self.path(name).read_bytes()
+
+    def external_data(self, graph: str) -> dict[str, bytes]:
+        """The external-data files of ``graph`` by the location the graph names them with (verified bytes)."""
+        return {loc: self.data(name) for loc, name in self.externals.get(graph, ())}
+
+    def release(self) -> None:
+        """Drop the bytes kept for the sessions and the tokenizer (they hold their own copies)."""
+        self.blobs.clear()
+
     def variants(self, layout: Layout | None = None) -> list[Variant]:
         return [v for v in self.manifest.variants if layout is None or v.layout is layout]
 
 
 def _inside(root: Path, path: Path) -> bool:
-    try:
-        path.relative_to(root)
-    except ValueError:
-        return False
-    return True
+    return path == root or path.is_relative_to(root)
 
 
-def _check_listed_file(root: Path, name: str, expected_size: int, expected_sha: str) -> None:
+def _cap(manifest: Manifest, name: str, limits: Limits) -> tuple[int, str]:
+    graphs = {g for v in manifest.variants for g in v.graphs.values()}
+    texts = {x for x in (manifest.tokenizer, manifest.parity, manifest.tokenizer_tables) if x}
+    if name in graphs:
+        return limits.graph_bytes, "graph_bytes"
+    if name in texts:
+        return limits.text_bytes, "text_bytes"
+    return limits.data_bytes, "data_bytes"
+
+
+def _read_listed(root: Path, name: str, manifest: Manifest, limits: Limits, keep: bool) -> bytes | None:
+    """Check the listed file ``name`` (place, kind, cap, size, sha256); its bytes when ``keep``."""
+    entry = manifest.files[name]
+    cap, cap_name = _cap(manifest, name, limits)
+    if entry.bytes > cap:
+        raise BundleLimitError(
+            f"{root}: {MANIFEST_NAME}: files.{name}.bytes: {entry.bytes} bytes, over the cap of {cap} "
+            f"(MTST_BUNDLE_MAX_{cap_name.upper()})"
+        )
     path = root / PurePosixPath(name)
     try:
-        st = os.stat(path)  # follows symlinks: what ORT would read
-    except FileNotFoundError:
-        raise BundleError(f"{root}: {name}: listed in {MANIFEST_NAME} but missing") from None
-    real = Path(os.path.realpath(path))
+        real = Path(os.path.realpath(path))
+    except (OSError, ValueError) as exc:  # pragma: no cover - realpath(strict=False) rarely raises
+        raise BundleError(f"{root}: {name}: cannot be resolved ({exc})") from None
+    if not os.path.lexists(path):
+        raise BundleError(f"{root}: {name}: listed in {MANIFEST_NAME} but missing")
     if not _inside(root, real):
         raise BundleError(
             f"{root}: {name}: resolves to {real}, outside the bundle (symlinks may not leave it)"
         )
-    if not stat.S_ISREG(st.st_mode):
-        raise BundleError(f"{root}: {name}: not a regular file")
-    if st.st_size != expected_size:
+    fd, st = open_regular(real, f"{root}: {name}")
+    try:
+        if st.st_size != entry.bytes:
+            raise BundleError(
+                f"{root}: {name}: size mismatch: {MANIFEST_NAME} lists {entry.bytes} bytes, the file has "
+                f"{st.st_size} (changed or truncated after export)"
+            )
+        data, actual = _hash_fd(fd, real, st, keep)
+    finally:
+        os.close(fd)
+    if data is not None and len(data) != entry.bytes:
+        raise BundleError(f"{root}: {name}: size mismatch: changed while being read")
+    if actual != entry.sha256.lower():
         raise BundleError(
-            f"{root}: {name}: size mismatch: {MANIFEST_NAME} lists {expected_size} bytes, the file has "
-            f"{st.st_size} (changed or truncated after export)"
+            f"{root}: {name}: sha256 mismatch: expected {entry.sha256}, got {actual} (changed after export)"
         )
-    actual = hash_file(real, st)
-    if actual != expected_sha.lower():
-        raise BundleError(
-            f"{root}: {name}: sha256 mismatch: expected {expected_sha}, got {actual} (changed after export)"
-        )
+    return data
 
 
-def _check_external_data(root: Path, manifest: Manifest, graph: str) -> None:
-    graph_path = root / PurePosixPath(graph)
+def _hash_fd(fd: int, real: Path, st: os.stat_result, keep: bool) -> tuple[bytes | None, str]:
+    """(bytes when ``keep``, sha256) of the open file; the cache answers only if the file did not change
+    between the two fstat calls around the read."""
+    data: bytes | None = None
+    if keep:
+        data = read_fd(fd, st.st_size + 1)
+    key = _key(real, st)
+    if data is not None and _key(real, os.fstat(fd)) == key:
+        with _hash_lock:
+            cached = _hash_cache.get(key)
+        if cached is not None:
+            return data, cached
+    if data is not None:
+        digest = hashlib.sha256(data).hexdigest()
+    else:
+        h = hashlib.sha256()
+        view = memoryview(bytearray(1 << 22))
+        left = st.st_size + 1
+        while left > 0 and (n := os.readv(fd, [view[: min(left, len(view))]])):
+            h.update(view[:n])
+            left -= n
+        digest = h.hexdigest()
+    if _key(real, os.fstat(fd)) == key:
+        with _hash_lock:
+            _hash_cache[key] = digest
+    return data, digest
+
+
+def _external_data(root: Path, manifest: Manifest, graph: str, data: bytes) -> tuple[tuple[str, str], ...]:
     base = PurePosixPath(graph).parent
-    for ref in external_data_refs(graph_path):
+    out: list[tuple[str, str]] = []
+    for ref in external_data_refs_in(data, str(root / PurePosixPath(graph))):
         loc = ref.location
         where = f"{root}: {graph}: tensor {ref.tensor!r}: external data {loc!r}"
         p = PurePosixPath(loc)
-        if p.is_absolute() or "\\" in loc or (loc[1:2] == ":") or ".." in p.parts or not loc:
+        bad = p.is_absolute() or "\\" in loc or (loc[1:2] == ":") or ".." in p.parts or not loc
+        if bad or any(ord(c) < 32 for c in loc):
             raise BundleError(f"{where} must be a relative path inside the bundle")
         name = str(base / p)
         if name not in manifest.files:
             raise BundleError(
                 f"{where}: {name!r} is not listed in {MANIFEST_NAME} files (no sha256 to check it against)"
             )
+        if (loc, name) not in out:
+            out.append((loc, name))
+    return tuple(out)
 
 
 def _unlisted_graphs(root: Path, manifest: Manifest) -> list[str]:
@@ -146,34 +235,54 @@ def _bundle_root(path: str | Path) -> Path:
     return Path(os.path.realpath(given))
 
 
-def verify_bundle(root: str | Path, manifest: Manifest | None = None) -> Manifest:
+def _verify(root: Path, manifest: Manifest, limits: Limits) -> Bundle:
+    """Steps 2-4 of the module docstring; the bundle holds the bytes its sessions and tokenizer need."""
+    graphs = sorted({g for v in manifest.variants for g in v.graphs.values()})
+    blobs: dict[str, bytes] = {}
+    externals: dict[str, tuple[tuple[str, str], ...]] = {}
+    for graph in graphs:
+        blobs[graph] = _read_listed(root, graph, manifest, limits, keep=True)  # type: ignore[assignment]
+        externals[graph] = _external_data(root, manifest, graph, blobs[graph])
+    keep = {name for refs in externals.values() for _, name in refs}
+    if manifest.tokenizer:
+        keep.add(manifest.tokenizer)
+    for name in sorted(set(manifest.files) - set(graphs)):
+        data = _read_listed(root, name, manifest, limits, keep=name in keep)
+        if data is not None:
+            blobs[name] = data
+    unlisted = _unlisted_graphs(root, manifest)
+    if unlisted:
+        raise BundleError(
+            f"{root}: graph files not listed in {MANIFEST_NAME}: {unlisted} (remove them or re-export)"
+        )
+    return Bundle(root=root, manifest=manifest, verified=True, blobs=blobs, externals=externals)
+
+
+def verify_bundle(
+    root: str | Path, manifest: Manifest | None = None, *, limits: Limits | None = None
+) -> Manifest:
     """Verify the bundle folder ``root`` and return its manifest (raises BundleError).
 
     Steps 1-4 of the module docstring; step 1 (reading ``manifest.json``) is skipped when the parsed
     ``manifest`` is given.
     """
     root = _bundle_root(root)
+    limits = limits or Limits.from_env()
     if manifest is None:
-        manifest = Manifest.read(root)
-    for name, entry in manifest.files.items():
-        _check_listed_file(root, name, entry.bytes, entry.sha256)
-    graphs = sorted({g for v in manifest.variants for g in v.graphs.values()})
-    for graph in graphs:
-        _check_external_data(root, manifest, graph)
-    unlisted = _unlisted_graphs(root, manifest)
-    if unlisted:
-        raise BundleError(
-            f"{root}: graph files not listed in {MANIFEST_NAME}: {unlisted} (remove them or re-export)"
-        )
+        manifest = Manifest.read(root, limits=limits)
+    _verify(root, manifest, limits)
     return manifest
 
 
-def load_bundle(path: str | Path, *, verify: bool = True) -> Bundle:
-    """Read ``manifest.json`` of the bundle at ``path`` and (by default) verify the whole folder."""
+def load_bundle(path: str | Path, *, verify: bool = True, limits: Limits | None = None) -> Bundle:
+    """Read ``manifest.json`` of the bundle at ``path`` and (by default) verify the whole folder.
+
+    ``limits``: the size caps (default: :meth:`Limits.from_env`).
+    """
     root = _bundle_root(path)
-    manifest = Manifest.read(root)
+    limits = limits or Limits.from_env()
+    manifest = Manifest.read(root, limits=limits)
     if verify:
-        verify_bundle(root, manifest)
-    else:
-        logger.warning("bundle %s: verification switched off (hashes and file names not checked)", root)
-    return Bundle(root=root, manifest=manifest, verified=verify)
+        return _verify(root, manifest, limits)
+    logger.warning("bundle %s: verification switched off (hashes and file names not checked)", root)
+    return Bundle(root=root, manifest=manifest, verified=False)

@@ -30,7 +30,7 @@ from mtst.errors import BundleError, ConfigError, parse_enum
 from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, check_positive
 from mtst.runtime.bundle import Bundle, load_bundle
 from mtst.runtime.cache import EmbeddingCache
-from mtst.runtime.inputs import check_embeddings
+from mtst.runtime.inputs import check_embeddings, check_head_logits
 from mtst.runtime.manifest import (
     BATCH_DEPENDENT,
     HeadInfo,
@@ -42,6 +42,7 @@ from mtst.runtime.manifest import (
 )
 from mtst.runtime.providers import GraphOptimization, Provider, SessionSettings, resolve_providers
 from mtst.runtime.results import (
+    DeviceArrays,
     HeadDecoding,
     Prediction,
     SentenceLabel,
@@ -50,8 +51,9 @@ from mtst.runtime.results import (
     head_decodings,
     token_sink,
 )
-from mtst.runtime.runners import EMBEDDING, Runner
+from mtst.runtime.runners import EMBEDDING, IoBinding, Runner
 from mtst.runtime.tokenize import TextTokenizer, check_texts
+from mtst.runtime.trt import tensorrt_settings
 from mtst.runtime.variants import Sessions, choose_variant, open_swapped_heads, open_variant, swap_variant
 
 __all__ = ["AUTO_BATCH_TOKENS", "Engine", "choose_variant"]
@@ -121,8 +123,9 @@ class Engine:
         self._cache_alone = variant.precision in BATCH_DEPENDENT
         m = bundle.manifest
         self._tokenizer = (
-            TextTokenizer.from_file(
-                bundle.tokenizer_path,
+            TextTokenizer.from_bytes(
+                bundle.data(m.tokenizer) if m.tokenizer else b"",
+                str(bundle.tokenizer_path),
                 max_seq_len=m.max_seq_len,
                 pad_token_id=m.pad_token_id,
                 input_names=m.inputs,
@@ -132,6 +135,7 @@ class Engine:
         )
         self._heads = _HeadSet.of(bundle, runner)
         self.active_providers: tuple[Provider, ...] = runner.graphs[0].providers
+        bundle.release()  # the sessions and the tokenizer hold what they need
         logger.info("loaded %r", self)
 
     # ------------------------------------------------------------------ construction
@@ -150,10 +154,12 @@ class Engine:
         graph_optimization: GraphOptimization | str = GraphOptimization.ALL,
         trt_cache_dir: str | Path | None = None,
         trt_fp16: bool = True,
+        trt_profiles_from: str | Path | None = None,
         batch_size: int = 32,
         max_batch_tokens: int | str | None = "auto",
         embedding_cache: int = 0,
         parallel_batches: int = 1,
+        io_binding: IoBinding = "auto",
         verify: bool = True,
     ) -> Engine:
         """Verify the bundle at ``bundle``, pick a variant, open ONNX Runtime sessions.
@@ -171,6 +177,12 @@ class Engine:
         for both latency and throughput on a few cores: a one-text request runs on one core, with no
         worker threads to wake between the graph's ops, and a long list is cut into at least N batches
         that run side by side.
+
+        ``io_binding``: run the graphs through ONNX Runtime IO binding (inputs copied to the device once,
+        a split bundle's embeddings handed from encoder to heads on the device); ``"auto"``: on GPUs.
+        ``trt_profiles_from``: sentences whose token lengths give the TensorRT shape profiles (else the
+        manifest's ``trt_profiles``); ``trt_cache_dir``: engines cached per bundle, GPU and TensorRT
+        release below it (:mod:`mtst.runtime.trt`).
         """
         settings = SessionSettings(
             intra_op_threads=intra_op_threads,
@@ -188,7 +200,15 @@ class Engine:
         if max_batch_tokens is not None:
             check_positive("max_batch_tokens", max_batch_tokens, ", None or 'auto'")
         b = load_bundle(bundle, verify=verify)
-        sessions = Sessions(plan, settings)
+        if Provider.TENSORRT in plan.chain:
+            settings = tensorrt_settings(
+                settings,
+                b,
+                profiles_from=trt_profiles_from,
+                batch_size=batch_size,
+                batch_tokens=max_batch_tokens,
+            )
+        sessions = Sessions(plan, settings, io_binding)
         variant, runner = open_variant(b, sessions, precision=precision, layout=layout)
         return cls(
             b,
@@ -295,6 +315,19 @@ class Engine:
             return np.empty((0, self.embedding_dim), dtype=np.float32)
         parts = [self._embed_chunk(items[s : s + _CHUNK])[0] for s in range(0, len(items), _CHUNK)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def embed_device(self, texts: Sequence[str]) -> DeviceArrays:
+        """The embeddings of :meth:`embed` left where the encoder wrote them (GPU memory on CUDA): one
+        ``OrtValue`` per length-sorted batch, with the input indices of its rows."""
+        items = check_texts(texts)
+        tok = self._need_encoder()
+        runner = self._heads.runner
+        parts = []
+        for s in range(0, len(items), _CHUNK):
+            encs, _ = tok.encode(items[s : s + _CHUNK])
+            parts += [(idx + s, v) for idx, v in self._batcher.run_device(tok, runner, encs, EMBEDDING)]
+        device = runner.graphs[0].device
+        return DeviceArrays(parts=tuple(parts), n=len(items), width=self.embedding_dim, device=device)
 
     def predict(
         self,
@@ -406,14 +439,7 @@ class Engine:
         if not outputs or len(emb) == 0:
             return [{} for _ in range(len(emb))]
         logits = self._sentence_logits(hs.runner, emb, outputs)
-        for name, lg in zip(names, logits, strict=True):
-            bad = ~np.isfinite(lg).all(axis=1)
-            if bad.any():  # finite inputs too large for the heads' float32 arithmetic
-                row = int(np.flatnonzero(bad)[0])
-                raise ValueError(
-                    f"embeddings[{row}]: head {name!r} gives non-finite scores (largest |value| in the row "
-                    f"{float(np.abs(emb[row]).max()):.3g}); expected embeddings like embed()'s (L2 norm 1)"
-                )
+        check_head_logits(names, logits, emb)
         decoded = [
             decode_sentence(lg, hs.heads[name].labels, dec[name])
             for name, lg in zip(names, logits, strict=True)
@@ -434,4 +460,5 @@ class Engine:
             runner = open_swapped_heads(old.runner, b, variant, self._sessions)
             new = _HeadSet.of(b, runner)
             self._heads = new
+        b.release()
         logger.info("heads swapped: %s -> %s (%s)", list(old.heads), list(new.heads), b.root)

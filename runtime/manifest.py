@@ -36,12 +36,15 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mtst.errors import BundleError, ConfigError, MtstError, parse_enum
+from mtst.runtime.manifest_schema import Limits, check_manifest, read_manifest
+from mtst.runtime.shape_profiles import TrtProfiles
 
 __all__ = [
     "MANIFEST_NAME",
@@ -297,6 +300,8 @@ class Manifest:
     # file name of the tokenizer's Unicode tables for the C++ runtime (mtst.export.tokenizer_tables);
     # optional: older bundles and non-WordPiece tokenizers have none, and the Python runtime never reads it
     tokenizer_tables: str | None = None
+    # TensorRT optimization profiles from the token lengths of real sentences (mtst.runtime.trt); optional
+    trt_profiles: TrtProfiles | None = None
 
     # ------------------------------------------------------------------ access
     def head(self, name: str) -> HeadInfo:
@@ -334,15 +339,15 @@ class Manifest:
             "parity": self.parity,
             "provenance": self.provenance,
             **({"tokenizer_tables": self.tokenizer_tables} if self.tokenizer_tables else {}),
+            **({"trt_profiles": self.trt_profiles.to_dict()} if self.trt_profiles else {}),
         }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_dict(cls, d: Any) -> Manifest:
-        if not isinstance(d, dict):
-            raise BundleError(f"manifest.json: expected a JSON object, got {type(d).__name__}")
+    def from_dict(cls, d: Any, *, limits: Limits | None = None) -> Manifest:
+        check_manifest(d, supported=SUPPORTED_SCHEMA_VERSIONS, limits=limits)  # field by field, first
         version = _get(d, "schema_version", "", int)
         lo, hi = SUPPORTED_SCHEMA_VERSIONS
         if not lo <= version <= hi:
@@ -399,15 +404,12 @@ class Manifest:
             parity=parity,
             provenance=dict(d.get("provenance", {})),
             tokenizer_tables=tables,
+            trt_profiles=TrtProfiles.from_dict(d["trt_profiles"]) if d.get("trt_profiles") else None,
         )
 
     @classmethod
-    def read(cls, bundle_dir: str | Path) -> Manifest:
-        path = Path(bundle_dir) / MANIFEST_NAME
-        if not path.is_file():
-            raise BundleError(f"{path}: missing (not an mtst bundle, or an unfinished export)")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{path}: invalid JSON ({exc})") from None
-        return cls.from_dict(data)
+    def read(cls, bundle_dir: str | Path, *, limits: Limits | None = None) -> Manifest:
+        """``manifest.json`` of the bundle folder, read under the size caps and checked field by field."""
+        limits = limits or Limits.from_env()
+        root = Path(os.path.realpath(bundle_dir))
+        return cls.from_dict(read_manifest(root, limits), limits=limits)

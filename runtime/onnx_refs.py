@@ -10,7 +10,7 @@ Field numbers follow ``onnx/onnx.proto`` (stable since IR version 3):
 
 - ``ModelProto``: graph 7, training_info 20, functions 25
 - ``TrainingInfoProto``: initialization 1, algorithm 2 (graphs)
-- ``FunctionProto``: node 7
+- ``FunctionProto``: node 7, attribute_proto 11 (attribute defaults, which may hold tensors and graphs)
 - ``GraphProto``: node 1, initializer 5, sparse_initializer 15
 - ``NodeProto``: attribute 5
 - ``AttributeProto``: t 5, g 6, tensors 10, graphs 11, sparse_tensor 22, sparse_tensors 23
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from mtst.errors import BundleError
 
-__all__ = ["ExternalRef", "external_data_refs"]
+__all__ = ["ExternalRef", "external_data_refs", "external_data_refs_in"]
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _MAX_DEPTH = 64  # subgraphs nest (If/Loop bodies); real models stay far below this
@@ -36,7 +36,7 @@ _MAX_DEPTH = 64  # subgraphs nest (If/Loop bodies); real models stay far below t
 _CHILDREN: dict[str, dict[int, str]] = {
     "model": {7: "graph", 20: "training", 25: "function"},
     "training": {1: "graph", 2: "graph"},
-    "function": {7: "node"},
+    "function": {7: "node", 11: "attribute"},
     "graph": {1: "node", 5: "tensor", 15: "sparse"},
     "node": {5: "attribute"},
     "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
@@ -131,23 +131,38 @@ def _walk(buf: memoryview, kind: str, start: int, end: int, out: list[ExternalRe
             _walk(buf, child, a, b, out, depth + 1)
 
 
+def external_data_refs_in(data: bytes | memoryview, where: str) -> list[ExternalRef]:
+    """Every external-data location named inside the ONNX model ``data`` (its bytes), in file order.
+
+    Raises BundleError starting with ``where`` (the file's name) when it is not an ONNX protobuf.
+    """
+    buf = memoryview(data)
+    try:
+        if len(buf) == 0:
+            raise BundleError(f"{where}: empty file, expected an ONNX model")
+        out: list[ExternalRef] = []
+        try:
+            _walk(buf, "model", 0, len(buf), out, 0)
+        except _Malformed as exc:
+            raise BundleError(f"{where}: not a valid ONNX model ({exc})") from None
+        return out
+    finally:
+        buf.release()
+
+
 def external_data_refs(path: str | Path) -> list[ExternalRef]:
     """Every external-data location named inside the ONNX file at ``path``, in file order.
 
     Raises BundleError naming the file when it is not a readable ONNX protobuf.
     """
     path = Path(path)
-    out: list[ExternalRef] = []
     with open(path, "rb") as f:
         size = f.seek(0, 2)
         if size == 0:
             raise BundleError(f"{path}: empty file, expected an ONNX model")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            buf = memoryview(mm)
+            view = memoryview(mm)
             try:
-                _walk(buf, "model", 0, size, out, 0)
-            except _Malformed as exc:
-                raise BundleError(f"{path}: not a valid ONNX model ({exc})") from None
+                return external_data_refs_in(view, str(path))
             finally:
-                buf.release()
-    return out
+                view.release()

@@ -11,7 +11,7 @@ available provider of the chain TensorRT -> CUDA -> CPU and requires none but CP
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 from mtst.errors import ConfigError, ProviderUnavailableError, parse_enum
 from mtst.runtime.manifest import Precision
+from mtst.runtime.shape_profiles import ShapeProfile, profile_options
 
 __all__ = [
     "CPU_DISABLED_OPTIMIZERS",
@@ -36,6 +37,16 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def _disable_telemetry() -> None:
+    """An edge runtime does not phone home: ONNX Runtime's telemetry events off, for the whole process."""
+    off = getattr(ort, "disable_telemetry_events", None)
+    if off is not None:
+        off()
+
+
+_disable_telemetry()
 
 
 class Provider(str, Enum):
@@ -111,7 +122,9 @@ class SessionSettings:
     ``intra_op_threads``/``inter_op_threads``: 0 lets ONNX Runtime choose (one per physical core).
     ``spinning``: whether idle worker threads busy-wait for the next op (ORT's default is on; off
     here, because an embedded runtime should not burn cores between requests -- turn it on for a
-    dedicated latency server). ``trt_*``: TensorRT engine cache folder and fp16 flag.
+    dedicated latency server). ``trt_*``: TensorRT engine cache folder, fp16 and int8 (static QDQ
+    graphs) flags, and the optimization profiles of the token inputs ``trt_profile_inputs``
+    (:mod:`mtst.runtime.trt`).
     """
 
     intra_op_threads: int = 0
@@ -120,6 +133,9 @@ class SessionSettings:
     graph_optimization: GraphOptimization = GraphOptimization.ALL
     trt_cache_dir: Path | None = None
     trt_fp16: bool = True
+    trt_int8: bool = False
+    trt_profiles: tuple[ShapeProfile, ...] = ()
+    trt_profile_inputs: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("intra_op_threads", "inter_op_threads"):
@@ -146,9 +162,14 @@ class SessionSettings:
     def provider_options(self, provider: Provider) -> dict[str, str]:
         if provider is Provider.TENSORRT:
             opts = {"trt_fp16_enable": "True" if self.trt_fp16 else "False"}
+            if self.trt_int8:  # QDQ graphs: TensorRT takes the scales from the graph, no calibration
+                opts["trt_int8_enable"] = "True"
             if self.trt_cache_dir is not None:
                 opts["trt_engine_cache_enable"] = "True"
                 opts["trt_engine_cache_path"] = str(self.trt_cache_dir)
+                opts["trt_timing_cache_enable"] = "True"
+                opts["trt_timing_cache_path"] = str(self.trt_cache_dir)
+            opts.update(profile_options(self.trt_profiles, self.trt_profile_inputs))
             return opts
         return {}
 
@@ -189,7 +210,15 @@ def resolve_providers(
     if isinstance(providers, str) and providers.strip().lower() == "auto":
         auto = tuple(p for p in AUTO_CHAIN if p.ort_name in available)
         return ProviderPlan(chain=auto, required=(Provider.CPU,), allow_fallback=True)
-    names = [providers] if isinstance(providers, (str, Provider)) else list(providers)
+    if isinstance(providers, (str, Provider)):
+        names: list[Any] = [providers]
+    elif isinstance(providers, (list, tuple)):
+        names = list(providers)
+    else:
+        raise ConfigError(
+            f"providers: expected 'auto', a provider name or a list of them (tensorrt, cuda, cpu), "
+            f"got {providers!r}"
+        )
     if not names:
         raise ConfigError("providers: empty list; name at least one of tensorrt, cuda, cpu (or 'auto')")
     wanted: list[Provider] = []
@@ -259,14 +288,31 @@ def disabled_optimizers(plan: ProviderPlan) -> list[str]:
 
 
 def create_session(
-    path: Path, plan: ProviderPlan, settings: SessionSettings, *, what: str | None = None
+    model: Path | bytes,
+    plan: ProviderPlan,
+    settings: SessionSettings,
+    *,
+    what: str | None = None,
+    external_data: Mapping[str, bytes] | None = None,
 ) -> tuple[ort.InferenceSession, tuple[Provider, ...]]:
-    """An InferenceSession on ``path`` with the plan's chain; returns it with its active providers."""
+    """An InferenceSession on ``model`` (a graph file, or its bytes) with the plan's chain; returns it
+    with its active providers.
+
+    ``external_data``: the contents of the files the graph keeps tensors in, by the location the graph
+    names them with (a graph given as bytes then opens no file at all).
+    """
     providers = [(p.ort_name, settings.provider_options(p)) for p in plan.chain]
+    options = settings.session_options()
+    if external_data:
+        names = list(external_data)
+        buffers = [external_data[n] for n in names]
+        options.add_external_initializers_from_files_in_memory(names, buffers, [len(b) for b in buffers])
     session = ort.InferenceSession(
-        str(path),
-        sess_options=settings.session_options(),
+        model if isinstance(model, bytes) else str(model),
+        sess_options=options,
         providers=providers,
         disabled_optimizers=disabled_optimizers(plan) or None,
     )
-    return session, check_active(session, plan, what=what or str(path))
+    return session, check_active(
+        session, plan, what=what or str(model if not isinstance(model, bytes) else "graph")
+    )

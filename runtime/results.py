@@ -16,9 +16,12 @@ from mtst.runtime.decode import Entity, bio_spans, entities_from_words, word_cha
 from mtst.runtime.manifest import HeadInfo, HeadKind
 
 if TYPE_CHECKING:
+    import onnxruntime as ort
+
     from mtst.runtime.batching import TokenSink
 
 __all__ = [
+    "DeviceArrays",
     "Entity",
     "HeadDecoding",
     "Prediction",
@@ -31,6 +34,24 @@ __all__ = [
     "softmax",
     "token_sink",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceArrays:
+    """Rows left on the device that computed them (``Engine.embed_device``): one ONNX Runtime
+    ``OrtValue`` ``(B, width)`` per batch, with the input indices of its rows (batches are length-sorted,
+    so rows are not in input order). ``numpy()`` gathers them on the host, in input order."""
+
+    parts: tuple[tuple[np.ndarray, ort.OrtValue], ...]
+    n: int
+    width: int
+    device: str  # "cpu" or "cuda"
+
+    def numpy(self) -> np.ndarray:
+        out = np.empty((self.n, self.width), dtype=np.float32)
+        for idx, value in self.parts:
+            out[idx] = value.numpy()
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,15 @@ __all__ = ["TextTokenizer", "check_texts"]
 # drop them. When the cut text does not fill max_seq_len the whole text is tokenized after all.
 _CHARS_PER_TOKEN_BOUND = 32
 
+# Encoded once at load: a tokenizer that parses but cannot encode (no unknown token in its vocabulary,
+# a broken normalizer) is refused then, not on every request. Accents, CJK, a symbol and an emoji that
+# few vocabularies hold, a combining mark, and a text longer than any max_seq_len.
+_PROBES = (
+    "Probe: Hello, world! 123 na\u00efve caf\u00e9 \u2013 \u6771\u4eac \u2603 \U0001f642 e\u0301",
+    "word " * 600,
+)
+_FATAL = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
 
 def check_texts(texts: Any, *, argument: str = "texts") -> list[str]:
     """``texts`` as a list of str; TypeError for one string, a non-iterable or a non-str item (named by index)."""
@@ -85,10 +94,52 @@ class TextTokenizer:
         cls, path: Path, *, max_seq_len: int, pad_token_id: int, input_names: Sequence[str]
     ) -> TextTokenizer:
         try:
-            tok = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises a bare Exception with serde's message
-            raise BundleError(f"{path}: not a Hugging Face tokenizers file ({exc})") from None
-        return cls(tok, max_seq_len=max_seq_len, pad_token_id=pad_token_id, input_names=input_names)
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise BundleError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+        return cls.from_bytes(
+            data, str(path), max_seq_len=max_seq_len, pad_token_id=pad_token_id, input_names=input_names
+        )
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, where: str, *, max_seq_len: int, pad_token_id: int, input_names: Sequence[str]
+    ) -> TextTokenizer:
+        """The tokenizer whose ``tokenizer.json`` bytes are ``data`` (``where``: its name in errors),
+        checked by encoding probe texts and against the manifest's ``pad_token_id``."""
+        try:
+            tok = Tokenizer.from_str(data.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            raise BundleError(f"{where}: not UTF-8 text ({exc})") from None
+        except BaseException as exc:  # tokenizers: a bare Exception (serde's message), or a Rust panic
+            if isinstance(exc, _FATAL):
+                raise
+            raise BundleError(f"{where}: not a Hugging Face tokenizers file ({exc})") from None
+        self = cls(tok, max_seq_len=max_seq_len, pad_token_id=pad_token_id, input_names=input_names)
+        self._probe(where)
+        return self
+
+    def _probe(self, where: str) -> None:
+        vocab = self._tok.get_vocab_size(with_added_tokens=True)
+        if not 0 <= self.pad_token_id < vocab:
+            raise BundleError(
+                f"manifest.json: pad_token_id: {self.pad_token_id} is not in the vocabulary of {where} "
+                f"({vocab} tokens)"
+            )
+        try:
+            encs, _ = self.encode(list(_PROBES))
+        except BaseException as exc:
+            if isinstance(exc, _FATAL):
+                raise
+            raise BundleError(
+                f"{where}: the tokenizer cannot encode a probe text ({type(exc).__name__}: {exc})"
+            ) from None
+        for e in encs:
+            if not e.ids or not 0 < len(e.ids) <= self.max_seq_len or not all(0 <= i < vocab for i in e.ids):
+                raise BundleError(
+                    f"{where}: the tokenizer encodes a probe text to {len(e.ids)} ids outside its own "
+                    f"vocabulary or the manifest's max_seq_len {self.max_seq_len}"
+                )
 
     # ------------------------------------------------------------------ encoding
     def _cut(self, text: str) -> tuple[str, int]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from mtst.errors import BundleError, parse_enum
 from mtst.runtime.bundle import Bundle, load_bundle
+from mtst.runtime.consistency import check_dims
 from mtst.runtime.manifest import MANIFEST_NAME, HeadKind, Layout, Precision, Variant, parse_precision
 from mtst.runtime.providers import (
     Provider,
@@ -27,6 +28,7 @@ from mtst.runtime.providers import (
     precision_preference,
 )
 from mtst.runtime.runners import (
+    IoBinding,
     Runner,
     SessionOpener,
     SplitRunner,
@@ -85,27 +87,46 @@ class Sessions:
 
     plan: ProviderPlan
     settings: SessionSettings
+    io_binding: IoBinding = False  # see mtst.runtime.runners
 
-    def opener(self, root: Path) -> SessionOpener:
-        """Sessions for the graphs of the bundle at ``root``: the encoder with the caller's settings,
-        the heads graphs (a few small matrix products) on one thread each."""
+    def opener(self, bundle: Bundle) -> SessionOpener:
+        """Sessions for the graphs of ``bundle``: the encoder with the caller's settings, the heads
+        graphs (a few small matrix products) on one thread each. A verified bundle's sessions are built
+        from the bytes it verified (the graph and its external data), never from the files again."""
         plan, settings = self.plan, self.settings
-        heads_settings = dataclasses.replace(settings, intra_op_threads=1, inter_op_threads=1)
+        # the heads graphs take embeddings, not token inputs: TensorRT picks their shape ranges itself
+        heads_settings = dataclasses.replace(
+            settings, intra_op_threads=1, inter_op_threads=1, trt_profiles=()
+        )
+        root = bundle.root
 
         def open_session(role: str, path: Path) -> Any:
             chosen = heads_settings if role in ("heads", "token_heads") else settings
-            return create_session(path, plan, chosen, what=f"{root}: {path.relative_to(root).as_posix()}")
+            name = path.relative_to(root).as_posix()
+            what = f"{root}: {name}"
+            if not bundle.verified:
+                return create_session(path, plan, chosen, what=what)
+            return create_session(
+                bundle.data(name), plan, chosen, what=what, external_data=bundle.external_data(name)
+            )
 
         return open_session
 
 
-def _open_checked(b: Bundle, variant: Variant, open_session: SessionOpener) -> Runner:
+def _open_checked(
+    b: Bundle, variant: Variant, open_session: SessionOpener, io_binding: IoBinding = False
+) -> Runner:
     m = b.manifest
     runner = open_runner(
-        b.root, variant, open_session, token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads)
+        b.root,
+        variant,
+        open_session,
+        token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads),
+        io_binding=io_binding,
     )
     check_encoder(runner, m.inputs, b.root)
     check_heads(runner, variant, m.heads, b.root)
+    check_dims(runner, m, b.root)
     return runner
 
 
@@ -123,6 +144,10 @@ def open_variant(
     """
     plan = sessions.plan
     variant = choose_variant(b, plan.primary, precision=precision, layout=layout)
+    if variant.precision is Precision.INT8_STATIC and Provider.TENSORRT in plan.chain:
+        sessions = dataclasses.replace(
+            sessions, settings=dataclasses.replace(sessions.settings, trt_int8=True)
+        )
     logger.info(
         "bundle %s: picked variant %s for provider %s%s",
         b.root,
@@ -130,8 +155,8 @@ def open_variant(
         plan.primary.value,
         "" if precision is None else " (precision requested)",
     )
-    open_session = sessions.opener(b.root)
-    runner = _open_checked(b, variant, open_session)
+    open_session = sessions.opener(b)
+    runner = _open_checked(b, variant, open_session, sessions.io_binding)
     active = runner.graphs[0].providers
     running = active[0] if active else Provider.CPU
     if precision is None and layout is None and running is not plan.primary:
@@ -144,7 +169,7 @@ def open_variant(
                 variant.key,
                 better.key,
             )
-            variant, runner = better, _open_checked(b, better, open_session)
+            variant, runner = better, _open_checked(b, better, open_session, sessions.io_binding)
     return variant, runner
 
 
@@ -197,11 +222,16 @@ def open_swapped_heads(runner: Runner, b: Bundle, variant: Variant, sessions: Se
     """``runner``'s encoder with the heads graphs of ``variant`` of ``b``, opened and checked."""
     if not isinstance(runner, SplitRunner):  # pragma: no cover - swap_variant refuses single graphs
         raise BundleError(f"{b.root}: heads can only be swapped into a split engine")
-    open_session = sessions.opener(b.root)
+    open_session = sessions.opener(b)
     m = b.manifest
     heads = open_heads(
-        b.root, variant, open_session, token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads)
+        b.root,
+        variant,
+        open_session,
+        token_heads=any(h.kind is HeadKind.TOKEN for h in m.heads),
+        io_binding=sessions.io_binding,
     )
     swapped = runner.with_heads(*heads)
     check_heads(swapped, variant, m.heads, b.root)
+    check_dims(swapped, m, b.root)
     return swapped

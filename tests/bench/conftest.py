@@ -60,6 +60,12 @@ def split_bundle(export_bench_bundle: Callable[..., Path]) -> Path:
 
 
 @pytest.fixture(scope="session")
+def fp16_bundle(export_bench_bundle: Callable[..., Path]) -> Path:
+    """fp32 and fp16 variants of the tiny model, one graph each."""
+    return export_bench_bundle("bench-fp16", quantize=["none", "fp16"])
+
+
+@pytest.fixture(scope="session")
 def single_bundle(export_bench_bundle: Callable[..., Path]) -> Path:
     """fp32, one graph (model.onnx)."""
     return export_bench_bundle("bench-single")

@@ -50,6 +50,9 @@ CASES: dict[str, Callable[[Path], None]] = {
     "unlisted-graph": lambda b: shutil.copy(b / "model.onnx", b / "extra.onnx"),
     "no-manifest": lambda b: (b / "manifest.json").unlink(),
     "not-json": lambda b: (b / "manifest.json").write_text("[1, 2]", encoding="utf-8"),
+    "manifest-cap": lambda b: (b / "manifest.json").write_bytes(
+        (b / "manifest.json").read_bytes() + b" " * (1 << 20)
+    ),
     "traversal": _edit_manifest(_set_graph("../model.onnx")),
     "absolute": _edit_manifest(_set_graph("/tmp/model.onnx")),
     "schema": _edit_manifest(lambda m: m.update(schema_version=7)),

@@ -107,6 +107,8 @@ def test_tensorrt_options() -> None:
         "trt_fp16_enable": "True",
         "trt_engine_cache_enable": "True",
         "trt_engine_cache_path": "/tmp/trt",
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": "/tmp/trt",
     }
     assert s.provider_options(Provider.CPU) == {}
 

@@ -111,6 +111,16 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_config(tiny_encoder_dir: Path, tiny_data: Path) -> Callable[..., dict[str, Any]]:
+    """``tiny_config(out, **overrides)``: the raw config writing into ``out`` (for fixtures wider than a test)."""
+
+    def make(out: Path, **overrides: Any) -> dict[str, Any]:
+        return _merge(base_config(tiny_encoder_dir, tiny_data, out), overrides)
+
+    return make
+
+
 @pytest.fixture
 def config_dict(tiny_encoder_dir: Path, tiny_data: Path, tmp_path: Path) -> Callable[..., dict[str, Any]]:
     """The raw config mapping with overrides merged in (dicts merge, other values replace)."""

@@ -1,5 +1,6 @@
 #include "manifest.hpp"
 
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -226,6 +227,13 @@ Manifest Manifest::read(const std::string& bundle_dir) {
     struct stat st {};
     if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
         throw bundle_error(path + ": missing (not an mtst bundle, or an unfinished export)");
+    // the Python runtime's cap (runtime/manifest_schema.py Limits.manifest_bytes), same override
+    long long cap = 1LL << 20;
+    if (const char* env = std::getenv("MTST_BUNDLE_MAX_MANIFEST_BYTES"); env != nullptr && std::atoll(env) > 0)
+        cap = std::atoll(env);
+    if (static_cast<long long>(st.st_size) > cap)
+        throw bundle_error(path + ": " + std::to_string(static_cast<long long>(st.st_size)) + " bytes, over the cap of " +
+                           std::to_string(cap) + " (MTST_BUNDLE_MAX_MANIFEST_BYTES)");
     std::ifstream f(path, std::ios::binary);
     std::stringstream ss;
     ss << f.rdbuf();

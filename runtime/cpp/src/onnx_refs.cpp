@@ -27,7 +27,7 @@ enum class Kind { Model, Training, Function, Graph, Node, Attribute, Sparse, Ten
 const std::map<Kind, std::map<uint64_t, Kind>> kChildren = {
     {Kind::Model, {{7, Kind::Graph}, {20, Kind::Training}, {25, Kind::Function}}},
     {Kind::Training, {{1, Kind::Graph}, {2, Kind::Graph}}},
-    {Kind::Function, {{7, Kind::Node}}},
+    {Kind::Function, {{7, Kind::Node}, {11, Kind::Attribute}}},  // attribute_proto: defaults may hold tensors
     {Kind::Graph, {{1, Kind::Node}, {5, Kind::Tensor}, {15, Kind::Sparse}}},
     {Kind::Node, {{5, Kind::Attribute}}},
     {Kind::Attribute,

@@ -1,6 +1,7 @@
 #include "providers.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <memory>
 #include <optional>
 #include <set>
@@ -30,7 +31,17 @@ std::vector<Precision> preference(Provider p) {
 }
 
 Ort::Env& ort_env() {
-    static Ort::Env env(ORT_LOGGING_LEVEL_WARNING, "mtst");
+    // an edge runtime does not phone home: ONNX Runtime's telemetry events off (as the Python runtime does)
+    static Ort::Env env = [] {
+#ifndef _WIN32
+        // before the environment exists: no device id, no offline event store, no upload (a caller's
+        // own ORT_DISABLE_TELEMETRY wins)
+        setenv("ORT_DISABLE_TELEMETRY", "1", 0);
+#endif
+        Ort::Env e(ORT_LOGGING_LEVEL_WARNING, "mtst");
+        e.DisableTelemetryEvents();
+        return e;
+    }();
     return env;
 }
 
