@@ -21,7 +21,7 @@ from torch import nn
 
 from mtst.alignment import IGNORE_INDEX, encode_sentence_batch, encode_token_batch
 from mtst.augment import Augmenter
-from mtst.cross_task import CrossTaskLoss
+from mtst.cross_task import CrossTaskLoss, CrossTerms
 from mtst.data import Example, SentenceExample, TaskData, TokenExample
 from mtst.device import autocast
 from mtst.distributed import Distributed
@@ -38,7 +38,7 @@ EVERYTHING = slice(None)
 @dataclass(frozen=True)
 class BatchLoss:
     task: torch.Tensor  # the mean loss of the task's own examples (what loss weighting scales)
-    cross: torch.Tensor | None  # the other heads' not-mine losses on this batch (mtst.cross_task)
+    cross: CrossTerms | None  # the other heads' not-mine losses on this batch (mtst.cross_task)
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class TaskLoss:
                 loss = logits.sum() * 0.0  # nothing labelled survived truncation
             else:
                 loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
-            return BatchLoss(loss, self._cross(task, fwd, step, heads))
+            return BatchLoss(loss, self._cross(task, fwd, step, heads, EVERYTHING, len(indices)))
 
     def summed(
         self,
@@ -99,30 +99,35 @@ class TaskLoss:
         *,
         step: int = 0,
         heads: Collection[str] = (),
-    ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, int, CrossTerms | None]:
         """(sum of the losses, number of labels scored, the cross-task losses) of the examples at
         positions ``part`` of the batch.
 
         Augmentation draws for the whole batch (its RNG stays the same on every rank). An empty part
         scores the batch's first example at weight 0: the rank still runs the forward and backward
         passes that DDP waits for, over the same parameters as the others, and adds nothing. The
-        cross-task losses are the means over this rank's part (DDP averages them over the ranks).
+        cross-task losses come as sums and counts over this rank's part (:class:`StepLoss` adds them up).
         """
         empty = len(indices[part]) == 0
         with autocast(self.amp_dtype):
-            fwd = self._forward(task, indices, cache, slice(0, 1) if empty else part)
+            scored = slice(0, 1) if empty else part
+            fwd = self._forward(task, indices, cache, scored)
             total = F.cross_entropy(
                 fwd.logits.float(), fwd.labels, ignore_index=IGNORE_INDEX, reduction="sum"
             )
-            cross = self._cross(task, fwd, step, heads)
+            cross = self._cross(task, fwd, step, heads, scored, len(indices))
         if empty:
-            return total * 0.0, 0, None if cross is None else cross * 0.0
+            return total * 0.0, 0, None if cross is None else cross.zeroed()
         return total, int((fwd.labels != IGNORE_INDEX).sum()), cross
 
-    def _cross(self, task: str, fwd: _Forward, step: int, heads: Collection[str]) -> torch.Tensor | None:
+    def _cross(
+        self, task: str, fwd: _Forward, step: int, heads: Collection[str], part: slice, n_rows: int
+    ) -> CrossTerms | None:
         if self.cross is None:
             return None
-        return self.cross.extra(task, step, heads, fwd.embedding, fwd.token_states, fwd.input_ids)
+        return self.cross.extra(
+            task, step, heads, fwd.embedding, fwd.token_states, fwd.input_ids, part=part, n_rows=n_rows
+        )
 
     def _forward(self, task: str, indices: np.ndarray, cache: CachedTask | None, part: slice) -> _Forward:
         model, data = self.model, self.data[task]
@@ -170,8 +175,8 @@ class StepLoss(nn.Module):
     gradients of both: learned loss weights stay the same on every rank. One process: the batch's mean
     loss, weighted, plus the cross-task losses. Several: this rank's summed loss times
     ``world_size / n_global`` (DDP then averages the gradients over ranks: the global batch's mean-loss
-    gradient) plus this rank's cross-task losses; the mean loss it reports is the global batch's, from
-    one all-reduce of (labels scored, loss sum).
+    gradient) plus its cross-task sums over the global counts, scaled the same way; the mean loss it
+    reports is the global batch's, from one all-reduce of (labels scored, loss sum, cross-task counts).
     """
 
     def __init__(
@@ -193,11 +198,16 @@ class StepLoss(nn.Module):
         if not self.place.enabled:
             batch = self.task_loss(task, indices, cache, step=step, heads=heads)
             loss = self.weighter(task, batch.task.float())
-            return (loss if batch.cross is None else loss + batch.cross), batch.task.detach()
+            if batch.cross is not None:
+                loss = loss + batch.cross.loss(batch.cross.counts)
+            return loss, batch.task.detach()
         total, count, cross = self.task_loss.summed(
             task, indices, cache, self.place.part, step=step, heads=heads
         )
-        n, global_total = self.place.sum([count, float(total.detach())])
+        counts = cross.counts if cross is not None else ()
+        n, global_total, *cross_totals = self.place.sum([count, float(total.detach()), *counts])
         n = max(n, 1.0)
         local = self.weighter(task, (total * (self.place.world_size / n)).float())
-        return (local if cross is None else local + cross), torch.tensor(global_total / n)
+        if cross is not None:  # each term's mean over the global batch, once DDP averages the ranks
+            local = local + cross.loss(cross_totals, scale=self.place.world_size)
+        return local, torch.tensor(global_total / n)
