@@ -153,8 +153,17 @@ def head_infos(tasks: Iterable[Any], *, with_embedding: bool) -> tuple[HeadInfo,
     heads = [HeadInfo("embedding", HeadKind.EMBEDDING, "embedding", ())] if with_embedding else []
     for t in tasks:
         token = t.kind is TaskKind.TOKEN
+        # the checkpoint's calibration (mtst.calibrate; 1.0 / 0.0 when it has none)
+        calibration = {"temperature": float(t.temperature), "threshold": float(t.threshold)}
         heads.append(
-            HeadInfo(t.name, HeadKind(t.kind.value), t.name, tuple(t.labels), "IOB2" if token else None)
+            HeadInfo(
+                t.name,
+                HeadKind(t.kind.value),
+                t.name,
+                tuple(t.labels),
+                "IOB2" if token else None,
+                **calibration,
+            )
         )
     return tuple(heads)
 
@@ -341,14 +350,28 @@ def variant_report(v: Variant, guard: GuardResult | None) -> VariantReport:
     )
 
 
-def guard_mode(enabled: bool, eval_sets: Mapping[str, Any], tasks: Mapping[str, Any]) -> str:
+def guard_mode(
+    enabled: bool, eval_sets: Mapping[str, Any], tasks: Mapping[str, Any], given: Iterable[str] = ()
+) -> str:
+    """What the guard judged by; ``given``: tasks whose data came from ``--eval-data`` files (which may
+    be any split: the summary calls only the checkpoint's own validation splits validation data)."""
     if not enabled:
         return "off"
-    if len(eval_sets) == len(tasks):
-        return "metrics (validation data)"
     if not eval_sets:
         return "label agreement on real sentences (no validation data)"
-    return f"metrics for {sorted(eval_sets)}, label agreement for {sorted(set(tasks) - set(eval_sets))}"
+    files = sorted(set(eval_sets) & set(given))
+    own = sorted(set(eval_sets) - set(files))
+    if not files:
+        data = "validation data"
+    elif not own:
+        data = "--eval-data files"
+    else:
+        data = f"validation data for {own}, --eval-data files for {files}"
+    if len(eval_sets) == len(tasks):
+        return f"metrics ({data})"
+    return (
+        f"metrics for {sorted(eval_sets)} ({data}), label agreement for {sorted(set(tasks) - set(eval_sets))}"
+    )
 
 
 def build_provenance(meta: Mapping[str, Any], checkpoint: Path, options: dict[str, Any]) -> dict[str, Any]:

@@ -162,7 +162,7 @@ def export_bundle(
             sentences=sentences,
             trace_len=trace_len,
             parity_check=parity_check,
-            guard=guard_mode(needs_guard, eval_sets, tasks),
+            guard=guard_mode(needs_guard, eval_sets, tasks, given=guard.eval_data or {}),
             guard_results=guard_results,
             progress=progress,
         )

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TrainOptions",
+    "calibrate_main",
     "data_root_option",
     "embed_main",
     "main",
@@ -208,6 +209,54 @@ def _hand_over_compare(args: Sequence[str]) -> int:
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, check=False)
     click.echo(proc.stdout, nl=False)
     return proc.returncode
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("checkpoint", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@data_root_option
+@click.option(
+    "--target", type=click.Choice(["coverage", "risk", "none"]), help="Sentence heads' threshold target."
+)
+@click.option("--value", type=float, help="Coverage (share answered) or risk (share wrong) to aim for.")
+@click.option(
+    "--token-target", type=click.Choice(["coverage", "risk", "none"]), help="The same for token heads."
+)
+@click.option("--token-value", type=float, help="The same for token heads.")
+@verbosity_options
+def calibrate_main(
+    checkpoint: Path,
+    data_root: Path | None,
+    target: str | None,
+    value: float | None,
+    token_target: str | None,
+    token_value: float | None,
+    verbose: int,
+    quiet: bool,
+) -> None:
+    """Fit a temperature and an abstention threshold per head of CHECKPOINT on its validation data
+    (the training config's), and write them into its mtst.json."""
+    need_torch()
+    setup_logging(verbose, quiet)
+    try:
+        from mtst.calibrate import calibrate_checkpoint
+
+        given = {"target": target, "value": value, "token_target": token_target, "token_value": token_value}
+        reports = calibrate_checkpoint(
+            checkpoint, data_root=data_root, targets={k: v for k, v in given.items() if v is not None}
+        )
+    except MtstError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(
+        "| task | temperature | threshold | validation coverage | test ECE before -> after | test Brier before -> after |"
+    )
+    click.echo("|---|---:|---:|---:|---|---|")
+    for name, r in reports.items():
+        val, test = r.details.get("validation", {}), r.details.get("test", {})
+        ece = f"{test['ece_before']:.4f} -> {test['ece_after']:.4f}" if "ece_before" in test else "–"
+        brier = f"{test['brier_before']:.4f} -> {test['brier_after']:.4f}" if "brier_before" in test else "–"
+        cov = f"{val['coverage']:.4f}" if val else "–"
+        click.echo(f"| {name} | {r.temperature:.4f} | {r.threshold:.4f} | {cov} | {ece} | {brier} |")
+    click.echo(f"written: {checkpoint / 'mtst.json'}")
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})

@@ -47,11 +47,14 @@ from mtst.schema import (
     TaskConfig,
     TrainConfig,
 )
+from mtst.schema_abstain import CalibrationConfig, CrossTaskConfig
 
 __all__ = [
     "AugmentConfig",
+    "CalibrationConfig",
     "CheckpointConfig",
     "CompareConfig",
+    "CrossTaskConfig",
     "EvalConfig",
     "FreezeConfig",
     "FreezePolicy",

@@ -2,9 +2,8 @@
 
 The reader (:mod:`mtst.config`, which also describes the file) checks the keys and converts every value
 from these annotations; the classes check what annotations cannot say (ranges, names, rules between
-fields), so that a config built in Python fails as clearly as one read from a file. ``to_dict()`` gives
-the resolved config that goes into every checkpoint and the run directory.
-"""
+fields), so that a config built in Python fails as clearly as one read from a file. ``to_dict()``: the
+resolved config in every checkpoint and run directory. Calibration and cross-task: :mod:`mtst.schema_abstain`."""
 
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ from typing import Any
 
 from mtst.data.sources import DataSource
 from mtst.errors import ConfigError, parse_enum
+from mtst.schema_abstain import CalibrationConfig, CrossTaskConfig
 from mtst.tasks import RESERVED_NAMES, HeadConfig, TaskKind
 
 __all__ = [
@@ -81,7 +81,7 @@ def _coerce_enum(obj: Any, name: str, enum: type[Enum], where: str) -> None:
 
 
 def _coerce_tuple(obj: Any, name: str) -> None:
-    if isinstance(value := getattr(obj, name), list):
+    if isinstance(value := getattr(obj, name), list):  # a list given in Python: a tuple, like the reader's
         object.__setattr__(obj, name, tuple(value))
 
 
@@ -315,6 +315,7 @@ class TaskConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     loss_weight: float = 1.0
     augment: tuple[AugmentConfig, ...] = ()
+    ood: DataSource | None = None  # the task's own out-of-domain sentences (schema_abstain)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not re.match(r"^[a-z][a-z0-9_]{0,63}$", self.name):
@@ -357,6 +358,8 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    cross_task: CrossTaskConfig = field(default_factory=CrossTaskConfig)
 
     def __post_init__(self) -> None:
         _coerce_tuple(self, "tasks")
@@ -381,13 +384,13 @@ class TrainConfig:
         known = set(names)
 
         def check_names(where: str, given: Sequence[str]) -> None:
-            unknown = [n for n in given if n not in known]
-            if unknown:
+            if unknown := [n for n in given if n not in known]:
                 raise ConfigError(f"{where}: unknown task(s) {unknown}; the tasks are {names}")
 
         if self.sampling.strategy is SamplingStrategy.WEIGHTS:
             check_names("sampling.weights", list(self.sampling.weights))
         check_names("freeze.frozen_heads", self.freeze.frozen_heads)
+        check_names("cross_task.exclude", [n for pair in self.cross_task.exclude for n in pair])
         if self.eval.metric != "mean":
             check_names("eval.metric", [self.eval.metric.split(".", 1)[0]])
         if self.stages:
@@ -430,12 +433,9 @@ class TrainConfig:
         return None if self.data_root is None else Path(self.data_root).expanduser().resolve()
 
     def to_dict(self) -> dict[str, Any]:
-        out = _to_plain(self)
-        assert isinstance(out, dict)
-        return out
+        return dict(_to_plain(self))
 
 
-# ---------------------------------------------------------------------- dict <-> dataclass
 def _to_plain(value: Any) -> Any:
     """Plain YAML/JSON values of a config (data sources and heads included): enums by value, lists."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

@@ -43,13 +43,18 @@ class TaskSpec:
     """A named task on the shared encoder.
 
     ``labels`` are in index order: logit ``i`` of the head scores ``labels[i]``. For token tasks the
-    labels are BIO tags (IOB2), ``O`` included.
+    labels are BIO tags (IOB2), ``O`` included. ``temperature`` and ``threshold`` are the head's
+    calibration (:mod:`mtst.calibration`: scores are ``softmax(logits / temperature)``; a sentence
+    head abstains below ``threshold``, a token head drops entities scored below it); 1.0 and 0.0
+    until :mod:`mtst.calibrate` fits them.
     """
 
     name: str
     kind: TaskKind
     labels: tuple[str, ...]
     head: HeadConfig = field(default_factory=HeadConfig)
+    temperature: float = 1.0
+    threshold: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -80,6 +85,11 @@ class TaskSpec:
                 )
         if isinstance(self.head, dict):
             object.__setattr__(self, "head", HeadConfig(**self.head))
+        t, thr = self.temperature, self.threshold
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0.0 < t < float("inf"):
+            raise ConfigError(f"task {self.name!r}: temperature must be a number > 0, got {t!r}")
+        if isinstance(thr, bool) or not isinstance(thr, int | float) or not 0.0 <= thr <= 1.0:
+            raise ConfigError(f"task {self.name!r}: threshold must be a number in [0, 1], got {thr!r}")
 
     @property
     def num_labels(self) -> int:
@@ -100,7 +110,14 @@ class TaskSpec:
             "kind": self.kind.value,
             "labels": list(self.labels),
             "head": {"hidden": self.head.hidden, "dropout": self.head.dropout},
+            **self.calibration(),
         }
+
+    def calibration(self) -> dict[str, float]:
+        """``{"temperature", "threshold"}`` when fitted (either differs from 1.0 / 0.0), else ``{}``."""
+        if self.temperature == 1.0 and self.threshold == 0.0:
+            return {}
+        return {"temperature": float(self.temperature), "threshold": float(self.threshold)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TaskSpec:
@@ -110,6 +127,8 @@ class TaskSpec:
                 kind=data["kind"],
                 labels=tuple(data["labels"]),
                 head=HeadConfig(**data.get("head", {})),
+                temperature=data.get("temperature", 1.0),
+                threshold=data.get("threshold", 0.0),
             )
         except KeyError as exc:
             raise ConfigError(f"task entry {data!r}: missing field {exc.args[0]!r}") from None

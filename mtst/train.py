@@ -26,7 +26,6 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,9 @@ import torch
 
 from mtst.alignment import token_lengths
 from mtst.augment import build_augmenter
+from mtst.calibrate import calibrate_model, write_calibration
 from mtst.config import StageConfig, TrainConfig
+from mtst.cross_task import CrossTaskLoss
 from mtst.data import load_task_data
 from mtst.device import amp_dtype, resolve_device
 from mtst.distributed import Distributed, process_group
@@ -54,6 +55,7 @@ from mtst.train_state import (
     CheckpointPayload,
     LoopState,
     RunParts,
+    TrainResult,
     capture_state,
     open_run_dir,
     read_checkpoint,
@@ -71,32 +73,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    run_dir: Path
-    best_checkpoint: Path
-    steps: int
-    best_step: int | None
-    task_steps: dict[str, int]
-    validation: dict[str, dict[str, float]]  # best model, validation split
-    test: dict[str, dict[str, float]]  # best model, test split (tasks that have one)
-    stopped_early: bool
-    train_time_s: float
-    params_total: int
-    params_trainable: int
-    loss_weights: dict[str, float]
-
-    def to_dict(self) -> dict[str, Any]:
-        """``results.json``: paths as strings."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
-        return cls(
-            **{**data, "run_dir": Path(data["run_dir"]), "best_checkpoint": Path(data["best_checkpoint"])}
-        )
 
 
 def train(
@@ -157,8 +133,15 @@ class _Run:
         }
         aug_rngs = {name: random.Random(cfg.seed * 1_000_003 + i) for i, name in enumerate(self.data)}
         self.run_parts = RunParts(self.weighter, self.batchers, aug_rngs)
+        cross = CrossTaskLoss(cfg, self.model, self.data, device=self.device)
         self.task_loss = TaskLoss(
-            self.model, self.data, self.augmenters, aug_rngs, device=self.device, amp_dtype=self.amp_dtype
+            self.model,
+            self.data,
+            self.augmenters,
+            aug_rngs,
+            device=self.device,
+            amp_dtype=self.amp_dtype,
+            cross=cross if cross.enabled or cross.ood else None,
         )
         self.step_loss: torch.nn.Module | None = None  # per stage: StepLoss, in DDP with several processes
         self.state = LoopState(task_steps={t: 0 for t in self.data})
@@ -226,7 +209,8 @@ class _Run:
             task = next(st.sampler)  # one batch of one task (the global batch; each process takes its part)
             indices = next(self.batchers[task])
             self.place.seed_step(cfg.seed, state.step)  # several processes: dropout from (seed, step, rank)
-            loss, task_loss = step_loss(task, indices)  # weighted; the batch's mean task loss
+            # weighted, plus the other heads' not-mine losses (mtst.cross_task); the batch's mean task loss
+            loss, task_loss = step_loss(task, indices, state.step, st.plan.trained_heads)
             scaler.scale(loss).backward()
             if cfg.optim.grad_clip is not None:
                 scaler.unscale_(opt)
@@ -413,8 +397,16 @@ class _Run:
         if set(validation) != set(tasks):
             validation = self.evaluate(tasks, "validation", last)
         test = self.evaluate(tasks, "test")
+        calibration: dict[str, dict[str, Any]] = {}
+        if self.cfg.calibration.enabled and best.is_dir():  # temperatures + thresholds from validation data
+            reports = calibrate_model(
+                self.model, self.data, self.cfg.calibration, batch_size=self.cfg.eval.batch_size
+            )
+            write_calibration(best, reports)
+            calibration = {name: r.to_dict() for name, r in reports.items()}
         atomic_write_json(
-            self.run_dir / "test_metrics.json", {"best_step": self.state.best_step, "metrics": test}
+            self.run_dir / "test_metrics.json",
+            {"best_step": self.state.best_step, "metrics": test, "calibration": calibration},
         )
         final = self.stages[-1]
         plan = last.plan if last is not None else plan_freezing(self.model, final.freeze, tasks=final.tasks)
@@ -432,6 +424,7 @@ class _Run:
             params_total=total,
             params_trainable=trainable,
             loss_weights=self.weighter.weights(),
+            calibration=calibration,
         )
         atomic_write_json(self.run_dir / "results.json", result.to_dict())
         return result

@@ -14,6 +14,7 @@
 A checkpoint directory is written into a temporary sibling and renamed into place
 (:func:`mtst.runtime.fsutil.atomic_directory`); only then is ``latest.json`` replaced, so a kill at any moment
 leaves the previous checkpoint as "latest". Older checkpoints beyond ``keep_last`` are deleted after.
+A finished run's summary, ``results.json``, is a :class:`TrainResult`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "LoopState",
     "RunParts",
     "StageParts",
+    "TrainResult",
     "capture_rng",
     "capture_state",
     "checkpoint_name",
@@ -356,3 +358,30 @@ def restore_stage(payload: CheckpointPayload, stage: StageParts) -> None:
         if s.get("scaler"):
             stage.scaler.load_state_dict(s["scaler"])
     restore_rng(payload.tensors, s["rng"])
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    best_checkpoint: Path
+    steps: int
+    best_step: int | None
+    task_steps: dict[str, int]
+    validation: dict[str, dict[str, float]]  # best model, validation split
+    test: dict[str, dict[str, float]]  # best model, test split (tasks that have one)
+    stopped_early: bool
+    train_time_s: float
+    params_total: int
+    params_trainable: int
+    loss_weights: dict[str, float]
+    calibration: dict[str, dict[str, Any]] = field(default_factory=dict)  # task -> report (mtst.calibrate)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``results.json``: paths as strings."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainResult:
+        return cls(
+            **{**data, "run_dir": Path(data["run_dir"]), "best_checkpoint": Path(data["best_checkpoint"])}
+        )

@@ -18,9 +18,7 @@ import numpy as np
 from tokenizers import Encoding
 
 from mtst.errors import ConfigError
-from mtst.runtime.manifest import HeadInfo
 from mtst.runtime.providers import Provider
-from mtst.runtime.results import decode_tokens
 from mtst.runtime.runners import Runner
 from mtst.runtime.tokenize import TextTokenizer
 
@@ -32,7 +30,6 @@ __all__ = [
     "check_positive",
     "padding_waste",
     "plan_batches",
-    "token_sink",
 ]
 
 # Padded tokens per batch when the caller leaves it to the engine. On CPU, batches of about 256
@@ -44,31 +41,6 @@ _ONE = np.zeros(1, dtype=np.int64)  # the index array of a one-text request
 
 # token outputs of one batch -> decoded: (input indices, the batch's encodings, one (B, T, L) array per output)
 TokenSink = Callable[[np.ndarray, Sequence[Encoding], Sequence[np.ndarray]], None]
-
-
-def token_sink(
-    texts: list[str],
-    token: list[HeadInfo],
-    per_item: list[dict[str, Any]],
-    logits_out: list[dict[str, np.ndarray]] | None,
-    min_entity_score: float,
-) -> TokenSink | None:
-    """Decodes the token heads' logits of each batch into ``per_item`` (and ``logits_out``)."""
-    if not token:
-        return None
-
-    def sink(idx: np.ndarray, batch: Sequence[Encoding], token_logits: Sequence[np.ndarray]) -> None:
-        for h, lg in zip(token, token_logits, strict=True):  # lg: (B, T, L)
-            for j, i in enumerate(idx.tolist()):
-                e = batch[j]
-                row = lg[j, : len(e)]
-                per_item[i][h.name] = decode_tokens(
-                    texts[i], row, e.word_ids, e.offsets, h.labels, min_score=min_entity_score
-                )
-                if logits_out is not None:
-                    logits_out[i][h.name] = np.array(row, copy=True)
-
-    return sink
 
 
 def check_positive(name: str, value: Any, also: str = "") -> None:

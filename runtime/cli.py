@@ -69,13 +69,33 @@ def _table_row(i: int, p: Prediction) -> str:
     cells = [f"{i:>4}", _short(p.text, 40).ljust(40)]
     for name, r in p.heads.items():
         if isinstance(r, SentenceLabel):
-            cells.append(f"{name}={r.label} ({r.score:.2f})")
+            answer = f"no answer ({r.label} {r.score:.2f})" if r.abstained else f"{r.label} ({r.score:.2f})"
+            cells.append(f"{name}={answer}")
         elif isinstance(r, TokenEntities):
             ents = ", ".join(f"{e.text}/{e.label}" for e in r.entities) or "-"
             cells.append(f"{name}=[{ents}]")
     if p.truncated:
         cells.append("(truncated)")
     return "  ".join(cells)
+
+
+def _thresholds(values: tuple[str, ...]) -> dict[str, float] | None:
+    """``--threshold HEAD=VALUE`` options -> {head: value} (None when none is given)."""
+    out: dict[str, float] = {}
+    for v in values:
+        head, sep, raw = v.partition("=")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not sep or not head.strip() or not 0.0 <= value <= 1.0:
+            raise click.BadParameter(
+                f"{v!r}: expected HEAD=VALUE with VALUE in [0, 1]", param_hint="--threshold"
+            )
+        if head.strip() in out:
+            raise click.BadParameter(f"head {head.strip()!r} given twice", param_hint="--threshold")
+        out[head.strip()] = value
+    return out or None
 
 
 def _emit(preds: list[Prediction], fmt: str, start: int, *, embedding: bool, logits: bool) -> None:
@@ -136,6 +156,16 @@ def _predict_on_ray(bundle: Path, source: Path, output: Path, **options: Any) ->
     show_default=True,
     help="Drop entities scored below this (mean tag probability of their words).",
 )
+@click.option(
+    "--threshold",
+    "thresholds",
+    multiple=True,
+    metavar="HEAD=VALUE",
+    help="Override a head's abstention threshold (repeatable), e.g. intent=0.5.",
+)
+@click.option(
+    "--no-abstain", is_flag=True, help="Thresholds off: every sentence head answers, every entity is kept."
+)
 @click.option("--embedding", is_flag=True, help="Include each text's embedding in JSON output.")
 @click.option("--logits", is_flag=True, help="Include raw logits in JSON output.")
 @click.option(
@@ -167,6 +197,8 @@ def main(
     threads: int,
     batch_size: int,
     min_entity_score: float,
+    thresholds: tuple[str, ...],
+    no_abstain: bool,
     embedding: bool,
     logits: bool,
     progress: bool,
@@ -178,8 +210,9 @@ def main(
 ) -> None:
     """Predict every head of the bundle BUNDLE for each TEXT (or each line of --file).
 
-    JSON output is one object per text, in input order: text, truncated, heads (label/score/scores
-    for sentence heads, entities with character offsets for token heads).
+    JSON output is one object per text, in input order: text, truncated, heads (label/score/abstained/
+    scores for sentence heads, entities with character offsets for token heads). A sentence head
+    abstains (``"abstained": true``) when its calibrated score is under its threshold.
     """
     logging.basicConfig(
         level=logging.WARNING - 10 * min(verbose, 2),
@@ -196,9 +229,10 @@ def main(
         "batch_size": batch_size,
     }
     if ray_address is not None:  # the corpus on a Ray cluster: mtst.runtime.ray_corpus does it all
-        if texts or file in (None, "-") or output is None or logits:
+        if texts or file in (None, "-") or output is None or logits or thresholds or no_abstain:
             raise click.UsageError(
-                "--ray reads --file PATH and writes --output OUT.parquet (no TEXT, no --logits)"
+                "--ray reads --file PATH and writes --output OUT.parquet "
+                "(no TEXT, no --logits; the bundle's own thresholds)"
             )
         engine_options["intra_op_threads"] = threads or None  # None: the CPUs Ray gives each actor
         _predict_on_ray(
@@ -212,6 +246,8 @@ def main(
         "return_embedding": embedding,
         "return_logits": logits,
         "min_entity_score": min_entity_score,
+        "thresholds": _thresholds(thresholds),
+        "abstain": not no_abstain,
     }
     try:
         _predict_here(bundle, texts, file, engine_options, predict_options, fmt=fmt, progress=progress)

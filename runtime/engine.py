@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mtst.errors import BundleError, ConfigError, parse_enum
-from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, check_positive, token_sink
+from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, check_positive
 from mtst.runtime.bundle import Bundle, load_bundle
 from mtst.runtime.cache import EmbeddingCache
 from mtst.runtime.inputs import check_embeddings, check_head_logits
@@ -41,11 +40,26 @@ from mtst.runtime.manifest import (
     Variant,
 )
 from mtst.runtime.providers import GraphOptimization, Provider, SessionSettings, resolve_providers
-from mtst.runtime.results import DeviceArrays, Prediction, SentenceLabel, decode_sentence
+from mtst.runtime.results import (
+    DeviceArrays,
+    HeadDecoding,
+    Prediction,
+    SentenceLabel,
+    call_decodings,
+    decode_sentence,
+    token_sink,
+)
 from mtst.runtime.runners import EMBEDDING, IoBinding, Runner
 from mtst.runtime.tokenize import TextTokenizer, check_texts
 from mtst.runtime.trt import tensorrt_settings
-from mtst.runtime.variants import Sessions, choose_variant, open_swapped_heads, open_variant, swap_variant
+from mtst.runtime.variants import (
+    HeadSet,
+    Sessions,
+    choose_variant,
+    open_swapped_heads,
+    open_variant,
+    swap_variant,
+)
 
 __all__ = ["AUTO_BATCH_TOKENS", "Engine", "choose_variant"]
 
@@ -53,31 +67,6 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 4096  # texts tokenized at once: bounds memory for huge lists; results stream out in order
 _HEADS_ROWS = 4096  # embeddings per heads.onnx run
-
-
-@dataclass(frozen=True, slots=True)
-class _HeadSet:
-    """The heads an engine answers with and the runner that computes them; replaced whole by ``swap_heads``."""
-
-    heads: dict[str, HeadInfo]  # label heads (sentence + token) by name, manifest order
-    runner: Runner
-    source: Path  # bundle the heads came from
-    encoder_sha256: str | None
-    sentence_names: tuple[str, ...]  # default selection, prebuilt for the per-call fast path
-    sentence_outputs: tuple[str, ...]
-
-    @classmethod
-    def of(cls, bundle: Bundle, runner: Runner) -> _HeadSet:
-        heads = {h.name: h for h in bundle.manifest.heads if h.kind is not HeadKind.EMBEDDING}
-        sentence = [h for h in heads.values() if h.kind is HeadKind.SENTENCE]
-        return cls(
-            heads=heads,
-            runner=runner,
-            source=bundle.root,
-            encoder_sha256=bundle.manifest.encoder_sha256,
-            sentence_names=tuple(h.name for h in sentence),
-            sentence_outputs=tuple(h.output for h in sentence),
-        )
 
 
 class Engine:
@@ -124,7 +113,7 @@ class Engine:
             if runner.encoder is not None
             else None
         )
-        self._heads = _HeadSet.of(bundle, runner)
+        self._heads = HeadSet.of(bundle, runner)
         self.active_providers: tuple[Provider, ...] = runner.graphs[0].providers
         logger.info("loaded %r", self)
 
@@ -249,7 +238,7 @@ class Engine:
         return self._tokenizer
 
     @staticmethod
-    def _select(hs: _HeadSet, heads: Iterable[str] | str | None) -> list[HeadInfo]:
+    def _select(hs: HeadSet, heads: Iterable[str] | str | None) -> list[HeadInfo]:
         if heads is None:
             return list(hs.heads.values())
         names = [heads] if isinstance(heads, str) else list(heads)
@@ -327,30 +316,26 @@ class Engine:
         return_embedding: bool = False,
         return_logits: bool = False,
         min_entity_score: float = 0.0,
+        thresholds: Mapping[str, float] | None = None,
+        abstain: bool = True,
     ) -> list[Prediction]:
         """One :class:`Prediction` per text, in input order; only the named ``heads`` run (default: all).
 
-        ``min_entity_score`` drops entities whose score (the mean probability of their words' tags) is
-        below it: a token head meets text unlike its training data (a NER head trained on news, asked
-        about a banking question) with near-uniform tags, scored about 1/number-of-tags, that would
-        otherwise come back as entities. 0 (the default) keeps every entity the model tags.
+        Scores are calibrated with each head's temperature; a sentence head scored under its threshold
+        answers ``abstained=True``, a token head drops entities scored under it (manifest values;
+        ``thresholds={"intent": 0.5}`` overrides, ``abstain=False`` turns them off). ``min_entity_score``
+        drops entities under it whatever the thresholds (mean probability of their words' tags).
         """
-        if (
-            isinstance(min_entity_score, bool)
-            or not isinstance(min_entity_score, int | float)
-            or not 0.0 <= float(min_entity_score) <= 1.0
-        ):
-            raise ValueError(f"min_entity_score: expected a number in [0, 1], got {min_entity_score!r}")
+        hs = self._heads  # one read: a concurrent swap_heads does not change this call's heads
+        dec = call_decodings(hs.heads.values(), hs.decodings, thresholds, abstain, min_entity_score)
         items = check_texts(texts)
         tok = self._need_encoder()
-        hs = self._heads  # one read: a concurrent swap_heads does not change this call's heads
         selected = self._select(hs, heads)
-        floor = float(min_entity_score)
         out: list[Prediction] = []
         for s in range(0, len(items), _CHUNK):
             chunk = items[s : s + _CHUNK]
             out.extend(
-                self._predict_chunk(tok, hs.runner, chunk, selected, return_embedding, return_logits, floor)
+                self._predict_chunk(tok, hs.runner, chunk, selected, return_embedding, return_logits, dec)
             )
         return out
 
@@ -362,7 +347,7 @@ class Engine:
         selected: list[HeadInfo],
         return_embedding: bool,
         return_logits: bool,
-        min_entity_score: float,
+        dec: Mapping[str, HeadDecoding],
     ) -> list[Prediction]:
         n = len(texts)
         sent = [h for h in selected if h.kind is HeadKind.SENTENCE]
@@ -378,12 +363,12 @@ class Engine:
             encs, truncated = tok.encode(texts)
             rows = [(EMBEDDING, self.embedding_dim)]
             rows += [] if late else [(h.output, len(h.labels)) for h in sent]
-            sink = token_sink(texts, token, per_item, logits_out if return_logits else None, min_entity_score)
+            sink = token_sink(texts, token, per_item, logits_out if return_logits else None, dec)
             emb, *sent_logits = self._batcher.run(tok, runner, encs, rows, [h.output for h in token], sink)
         if late and sent:
             sent_logits = self._sentence_logits(runner, emb, [h.output for h in sent])
         for h, lg in zip(sent, sent_logits, strict=True):
-            for i, label in enumerate(decode_sentence(lg, h.labels)):
+            for i, label in enumerate(decode_sentence(lg, h.labels, dec[h.name])):
                 per_item[i][h.name] = label
                 if return_logits:
                     logits_out[i][h.name] = lg[i]
@@ -402,13 +387,20 @@ class Engine:
         ]
 
     def predict_from_embeddings(
-        self, embeddings: np.ndarray, *, heads: Iterable[str] | str | None = None
+        self,
+        embeddings: np.ndarray,
+        *,
+        heads: Iterable[str] | str | None = None,
+        thresholds: Mapping[str, float] | None = None,
+        abstain: bool = True,
     ) -> list[dict[str, SentenceLabel]]:
         """Sentence heads on precomputed embeddings ``(N, dim)`` (or one ``(dim,)``): heads.onnx alone.
 
         Needs a split or heads-only bundle (single-graph bundles keep the heads inside model.onnx).
+        ``thresholds``/``abstain`` as in :meth:`predict`.
         """
         hs = self._heads
+        dec = call_decodings(hs.heads.values(), hs.decodings, thresholds, abstain, 0.0)
         if not hs.runner.takes_embeddings:
             raise BundleError(
                 f"{self.bundle.root}: variant {self.variant.key} has no separate heads graph: "
@@ -427,7 +419,10 @@ class Engine:
             return [{} for _ in range(len(emb))]
         logits = self._sentence_logits(hs.runner, emb, outputs)
         check_head_logits(names, logits, emb)
-        decoded = [decode_sentence(lg, hs.heads[name].labels) for name, lg in zip(names, logits, strict=True)]
+        decoded = [
+            decode_sentence(lg, hs.heads[name].labels, dec[name])
+            for name, lg in zip(names, logits, strict=True)
+        ]
         return [dict(zip(names, row, strict=True)) for row in zip(*decoded, strict=True)]
 
     def swap_heads(self, bundle: str | Path, *, verify: bool = True) -> None:
@@ -442,7 +437,7 @@ class Engine:
         with self._swap_lock:
             old = self._heads
             runner = open_swapped_heads(old.runner, b, variant, self._sessions)
-            new = _HeadSet.of(b, runner)
+            new = HeadSet.of(b, runner)
             self._heads = new
         b.release()
         logger.info("heads swapped: %s -> %s (%s)", list(old.heads), list(new.heads), b.root)

@@ -18,12 +18,24 @@ Graph layouts (``Variant.graphs`` maps a role to a file name):
 
 ``encoder_sha256`` identifies the encoder *weights* (see ``encoder_fingerprint`` in mtst.export),
 so that heads built for another encoder are refused whatever the precision of the encoder graph.
+
+Heads (``heads[i]``): ``name``, ``kind`` (``sentence_classification|token_classification|embedding``),
+``output`` (graph output name), ``labels`` (index order), ``scheme`` (``"IOB2"`` for token heads), and
+two optional calibration fields (schema 1; a runtime must read a head without them as today):
+
+- ``temperature`` (number > 0, default 1.0): scores are ``softmax(logits / temperature)``; a sentence
+  head's score is the largest of them, a token head's entity score the mean over the entity's words of
+  the probability of the tag predicted at the word's first sub-token. Arg-maxes never change.
+- ``threshold`` (number in [0, 1], default 0.0): a sentence head *abstains* (answers, flagged
+  ``abstained``) when its score is below it; a token head drops entities scored below it. Callers
+  may override it per call. Both are fitted on validation data after training (mtst.calibrate).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from enum import Enum
@@ -152,6 +164,16 @@ def _get(data: dict[str, Any], key: str, where: str, typ: type | tuple[type, ...
     return value
 
 
+def _number(data: dict[str, Any], key: str, where: str, default: float) -> float:
+    """An optional finite number (an int is taken as its float)."""
+    if key not in data:
+        return default
+    value = _get(data, key, where, (int, float))
+    if isinstance(value, bool) or not math.isfinite(value):
+        raise BundleError(f"manifest.json: {where}{key}: expected a finite number, got {value!r}")
+    return float(value)
+
+
 def _enum(cls: type[Enum], value: Any, where: str) -> Any:
     return parse_enum(cls, value, f"manifest.json: {where}", error=BundleError)
 
@@ -163,6 +185,8 @@ class HeadInfo:
     output: str  # graph output name
     labels: tuple[str, ...]  # index order
     scheme: str | None = None  # "IOB2" for token heads
+    temperature: float = 1.0  # scores = softmax(logits / temperature)
+    threshold: float = 0.0  # sentence: abstain below it; token: drop entities scored below it
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -173,6 +197,8 @@ class HeadInfo:
         }
         if self.scheme:
             d["scheme"] = self.scheme
+        if self.temperature != 1.0 or self.threshold != 0.0:  # calibrated heads only: older readers match
+            d["temperature"], d["threshold"] = self.temperature, self.threshold
         return d
 
     @classmethod
@@ -182,12 +208,26 @@ class HeadInfo:
         labels = tuple(_get(d, "labels", where, list))
         if kind is not HeadKind.EMBEDDING and len(labels) < 2:
             raise BundleError(f"manifest.json: {where}labels: expected at least 2 labels, got {list(labels)}")
+        temperature = _number(d, "temperature", where, 1.0)
+        if not 0.0 < temperature < math.inf:
+            raise BundleError(
+                f"manifest.json: {where}temperature: expected a number > 0, got {temperature!r}"
+            )
+        threshold = _number(d, "threshold", where, 0.0)
+        if not 0.0 <= threshold <= 1.0:
+            raise BundleError(
+                f"manifest.json: {where}threshold: expected a number in [0, 1], got {threshold!r}"
+            )
+        if kind is HeadKind.EMBEDDING and (temperature != 1.0 or threshold != 0.0):
+            raise BundleError(f"manifest.json: {where}: the embedding has no scores to calibrate")
         return cls(
             name=_get(d, "name", where, str),
             kind=kind,
             output=_get(d, "output", where, str),
             labels=tuple(str(x) for x in labels),
             scheme=d.get("scheme"),
+            temperature=temperature,
+            threshold=threshold,
         )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import math
 import os
 import re
 import stat
@@ -142,6 +143,11 @@ def _name(value: str, where: str) -> None:
         raise _fail(where, f"{_short(value)} is not a name (empty, blank, or control characters)")
 
 
+def _temperature(value: float, where: str) -> None:
+    if not 0.0 < value < math.inf:  # NaN fails too
+        raise _fail(where, f"expected a number > 0 (a softmax temperature), got {_short(value)}")
+
+
 _NAME = Field(str, required=True, max_len="name_chars", check=_name)
 _PATH = Field(str, nullable=True, max_len="name_chars", check=_file_name)
 _FREE = Field(dict)  # free-form object: bounded by depth and the manifest's size only
@@ -158,6 +164,10 @@ HEAD_FIELDS: dict[str, Field] = {
         list, required=True, max_len="labels", item=Field(str, max_len="name_chars", check=_name)
     ),
     "scheme": Field(str, nullable=True, max_len=16),
+    # calibration (mtst.calibrate): scores are softmax(logits / temperature); a sentence head abstains
+    # under its threshold, a token head drops entities scored under it
+    "temperature": Field((int, float), check=_temperature),
+    "threshold": Field((int, float), lo=0.0, hi=1.0),
 }
 VARIANT_FIELDS: dict[str, Field] = {
     "precision": Field(str, required=True, max_len=64),

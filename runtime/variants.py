@@ -5,7 +5,8 @@
   runs another provider than the plan's first (a fallback the caller allowed), the sessions of the
   variant made for the provider that really runs;
 - :func:`swap_variant` / :func:`open_swapped_heads`: the heads of another bundle, built for the
-  same encoder, on the engine's encoder (``Engine.swap_heads``).
+  same encoder, on the engine's encoder (``Engine.swap_heads``);
+- :class:`HeadSet`: the heads an engine answers with, their runner and decodings, replaced whole.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from typing import Any
 from mtst.errors import BundleError, parse_enum
 from mtst.runtime.bundle import Bundle, load_bundle
 from mtst.runtime.consistency import check_dims
-from mtst.runtime.manifest import MANIFEST_NAME, HeadKind, Layout, Precision, Variant, parse_precision
+from mtst.runtime.manifest import (
+    MANIFEST_NAME,
+    HeadInfo,
+    HeadKind,
+    Layout,
+    Precision,
+    Variant,
+    parse_precision,
+)
 from mtst.runtime.providers import (
     Provider,
     ProviderPlan,
@@ -27,6 +36,7 @@ from mtst.runtime.providers import (
     create_session,
     precision_preference,
 )
+from mtst.runtime.results import HeadDecoding, head_decodings
 from mtst.runtime.runners import (
     IoBinding,
     Runner,
@@ -39,6 +49,7 @@ from mtst.runtime.runners import (
 )
 
 __all__ = [
+    "HeadSet",
     "Sessions",
     "choose_variant",
     "open_swapped_heads",
@@ -235,3 +246,30 @@ def open_swapped_heads(runner: Runner, b: Bundle, variant: Variant, sessions: Se
     check_heads(swapped, variant, m.heads, b.root)
     check_dims(swapped, m, b.root)
     return swapped
+
+
+@dataclass(frozen=True, slots=True)
+class HeadSet:
+    """The heads an engine answers with and the runner that computes them; replaced whole by ``swap_heads``."""
+
+    heads: dict[str, HeadInfo]  # label heads (sentence + token) by name, manifest order
+    runner: Runner
+    source: Path  # bundle the heads came from
+    encoder_sha256: str | None
+    sentence_names: tuple[str, ...]  # default selection, prebuilt for the per-call fast path
+    sentence_outputs: tuple[str, ...]
+    decodings: dict[str, HeadDecoding]  # the manifest's temperatures and thresholds (no per-call overrides)
+
+    @classmethod
+    def of(cls, bundle: Bundle, runner: Runner) -> HeadSet:
+        heads = {h.name: h for h in bundle.manifest.heads if h.kind is not HeadKind.EMBEDDING}
+        sentence = [h for h in heads.values() if h.kind is HeadKind.SENTENCE]
+        return cls(
+            heads=heads,
+            runner=runner,
+            source=bundle.root,
+            encoder_sha256=bundle.manifest.encoder_sha256,
+            sentence_names=tuple(h.name for h in sentence),
+            sentence_outputs=tuple(h.output for h in sentence),
+            decodings=head_decodings(heads.values()),
+        )

@@ -52,6 +52,7 @@ __all__ = [
     "label_set",
     "load_examples",
     "load_task_data",
+    "load_texts",
     "split_off",
 ]
 
@@ -90,6 +91,25 @@ def load_examples(
     return examples
 
 
+def load_texts(source: DataSource, *, data_root: Path | str | None = None) -> list[str]:
+    """The texts of ``source``, labels ignored: a ``lines`` file (one sentence a line), a CoNLL file
+    (each sentence's tokens joined by spaces) or any sentence format; then ``limit``."""
+    fmt = source.resolved_format
+    if fmt is DataFormat.LINES:
+        from mtst.runtime.texts import read_sentences
+
+        texts = read_sentences(source.resolve_path(data_root))
+        if source.limit is not None and source.limit < len(texts):
+            keep = sorted(random.Random(source.seed).sample(range(len(texts)), source.limit))
+            texts = [texts[i] for i in keep]
+        return texts
+    kind = TaskKind.TOKEN if fmt is DataFormat.CONLL else TaskKind.SENTENCE
+    return [
+        " ".join(ex.tokens) if isinstance(ex, TokenExample) else ex.text
+        for ex in load_examples(source, kind, data_root=data_root)
+    ]
+
+
 @dataclass
 class TaskData:
     """A task's splits as training reads them: labels from the training split, eval labels checked."""
@@ -100,6 +120,7 @@ class TaskData:
     validation: list[Example]
     test: list[Example] | None
     label_to_id: dict[str, int] = field(default_factory=dict)
+    ood: list[str] = field(default_factory=list)  # the task's own out-of-domain texts (config: ood)
 
 
 def load_task_data(cfg: TrainConfig) -> dict[str, TaskData]:
@@ -120,15 +141,19 @@ def load_task_data(cfg: TrainConfig) -> dict[str, TaskData]:
             test_ex = load_examples(tc.test, tc.kind, data_root=root)
             check_labels(test_ex, labels, what=f"the test data of task {tc.name!r}")
         spec = TaskSpec(tc.name, tc.kind, labels, tc.head)
-        out[tc.name] = TaskData(tc, spec, train_ex, val_ex, test_ex, {lab: i for i, lab in enumerate(labels)})
+        ood = load_texts(tc.ood, data_root=root) if tc.ood is not None else []
+        out[tc.name] = TaskData(
+            tc, spec, train_ex, val_ex, test_ex, {lab: i for i, lab in enumerate(labels)}, ood
+        )
         logger.info(
-            "task %s (%s): %d train / %d validation / %s test examples, %d labels",
+            "task %s (%s): %d train / %d validation / %s test examples, %d labels%s",
             tc.name,
             tc.kind.value,
             len(train_ex),
             len(val_ex),
             len(test_ex) if test_ex is not None else "no",
             len(labels),
+            f", {len(ood)} out-of-domain texts" if ood else "",
         )
     return out
 

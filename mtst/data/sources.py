@@ -72,6 +72,7 @@ class DataFormat(str, Enum):
     JSONL = "jsonl"
     JSON = "json"
     HF = "hf"
+    LINES = "lines"  # one sentence a line, no labels: out-of-domain texts only (load_texts)
 
 
 class TagScheme(str, Enum):

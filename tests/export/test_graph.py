@@ -186,7 +186,9 @@ def test_guard_scores_eval_data_files_with_each_tasks_metric(tiny_checkpoint, tm
         eval_data={"intent": intent, "ner": ner},
         max_metric_drop=0.2,
     )
-    assert report.guard == "metrics (validation data)"
+    # files given with --eval-data may be any split (test data too): not called validation data
+    assert report.guard == "metrics (--eval-data files)"
+    assert "accuracy guard: metrics (--eval-data files)" in report.summary()
     for v in report.variants:
         assert v.metrics["intent"]["metric"] == "accuracy" and v.metrics["intent"]["examples"] == 15
         assert v.metrics["ner"]["metric"] == "f1" and v.metrics["ner"]["examples"] == 4

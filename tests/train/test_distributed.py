@@ -186,6 +186,14 @@ def test_two_processes_train_what_one_trains(config_dict, encoder_without_dropou
     )
     for task in raw["tasks"]:
         task["head"] = {"dropout": 0.0}
+    # cross-task training (mtst.cross_task) in both runs: each rank scores the not-mine losses of its
+    # part of the batch (the all-O rows drawn over the global batch), the intent task's own OOD file
+    # the same in every process; the counts are all-reduced with the task loss's
+    ood = tmp_path / "ood.txt"
+    ood.write_text("the weather is nice today\nplay some jazz music\nhow tall is mount everest\n")
+    intent = next(t for t in raw["tasks"] if t["name"] == "intent")
+    intent["ood"] = {"path": str(ood), "format": "lines"}
+    raw["cross_task"] = {"enabled": True, "sentence_weight": 0.5, "token_ratio": 0.5, "ood_ratio": 0.2}
     config = tmp_path / "staged.yaml"
     config.write_text(yaml.safe_dump(raw))
     one, two = tmp_path / "one", tmp_path / "two"
