@@ -1,6 +1,6 @@
 """Calibrated bundles: mtst-cpp-predict applies each head's temperature and threshold as mtst-predict does.
 
-The toy bundle's manifest gets a temperature per head (intent flattened, NER sharpened) and thresholds cut
+The toy bundle's manifest gets a temperature per head (intent sharpened, NER flattened) and thresholds cut
 between two of Python's own calibrated scores (so a last-bit difference of a float32 softmax cannot flip a
 flag): some sentences abstain and some answer, some entities are dropped and some kept. Both programs read
 the same file; compared: labels, abstained flags, the kept entities, scores within 1e-5, and the JSON keys in
@@ -25,7 +25,7 @@ from mtst.runtime.engine import Engine
 from mtst.runtime.texts import read_sentences
 
 _TOL = 1e-5
-_TEMPERATURE = {"intent": 2.5, "ner": 0.6}
+_TEMPERATURE = {"intent": 0.7, "ner": 2.5}  # one sharpened, one flattened
 
 
 def _cut(scores: list[float], q: float) -> float:
@@ -51,7 +51,9 @@ class Calibrated:
 
 
 @pytest.fixture(scope="module")
-def calibrated(toy_cpp_bundle: Path, bench_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Calibrated:
+def calibrated(
+    toy_cpp_bundle: Path, bench_corpus: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Calibrated:
     root = tmp_path_factory.mktemp("cpp-calibrated")
     texts = [t for t in TEXTS if "\n" not in t] + read_sentences(bench_corpus)[:400]
     texts_file = root / "texts.txt"
@@ -65,8 +67,13 @@ def calibrated(toy_cpp_bundle: Path, bench_corpus: Path, tmp_path_factory: pytes
     plain = Engine.load(toy_cpp_bundle, providers="cpu").predict(texts)
     assert max(abs(a - p.heads["intent"].score) for a, p in zip(intent, plain, strict=True)) > 0.01  # type: ignore[union-attr]
     assert len(entities) > 50
-    cuts = {"intent": [_cut(intent, q) for q in (0.25, 0.5, 0.75)], "ner": [_cut(entities, q) for q in (0.25, 0.5, 0.75)]}
-    _write_calibration(bundle, {"intent": {"threshold": cuts["intent"][1]}, "ner": {"threshold": cuts["ner"][1]}})
+    cuts = {
+        "intent": [_cut(intent, q) for q in (0.25, 0.5, 0.75)],
+        "ner": [_cut(entities, q) for q in (0.25, 0.5, 0.75)],
+    }
+    _write_calibration(
+        bundle, {"intent": {"threshold": cuts["intent"][1]}, "ner": {"threshold": cuts["ner"][1]}}
+    )
     return Calibrated(bundle, texts_file, cuts)
 
 
@@ -85,14 +92,19 @@ def _compare(want: list[dict], got: list[dict]) -> list[str]:
                 problems.append(f"{i} {name}: keys {list(wh)} vs {list(gh)}")
             elif "label" in wh:
                 if (wh["label"], wh["abstained"]) != (gh["label"], gh["abstained"]):
-                    problems.append(f"{i} {name}: {wh['label'], wh['abstained']} vs {gh['label'], gh['abstained']}")
+                    problems.append(
+                        f"{i} {name}: {wh['label'], wh['abstained']} vs {gh['label'], gh['abstained']}"
+                    )
                 elif max(abs(wh["scores"][k] - gh["scores"][k]) for k in wh["scores"]) > _TOL:
                     problems.append(f"{i} {name}: scores {wh['scores']} vs {gh['scores']}")
             else:
                 spans = [(e["text"], e["label"], e["start"], e["end"]) for e in wh["entities"]]
                 if spans != [(e["text"], e["label"], e["start"], e["end"]) for e in gh["entities"]]:
                     problems.append(f"{i} {name}: entities {wh['entities']} vs {gh['entities']}")
-                elif any(abs(a["score"] - b["score"]) > _TOL for a, b in zip(wh["entities"], gh["entities"], strict=True)):
+                elif any(
+                    abs(a["score"] - b["score"]) > _TOL
+                    for a, b in zip(wh["entities"], gh["entities"], strict=True)
+                ):
                     problems.append(f"{i} {name}: entity scores {wh['entities']} vs {gh['entities']}")
     return problems
 
@@ -142,8 +154,11 @@ def test_thresholds_and_min_entity_score_drop_what_they_should(cpp, calibrated: 
         )
 
     ner = calibrated.cuts["ner"]
-    off, low, mid, high = count("--no-abstain"), count("--threshold", f"ner={ner[0]}"), count(), count(
-        "--min-entity-score", str(ner[2])
+    off, low, mid, high = (
+        count("--no-abstain"),
+        count("--threshold", f"ner={ner[0]}"),
+        count(),
+        count("--min-entity-score", str(ner[2])),
     )
     assert off[1] > low[1] > mid[1] > high[1] > 0
     assert off[0] == 0 < mid[0]
@@ -152,11 +167,26 @@ def test_thresholds_and_min_entity_score_drop_what_they_should(cpp, calibrated: 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--threshold", "intent=2"], "Invalid value for '--threshold': 'intent=2': expected HEAD=VALUE with VALUE in [0, 1]"),
-        (["--threshold", "intent"], "Invalid value for '--threshold': 'intent': expected HEAD=VALUE with VALUE in [0, 1]"),
-        (["--threshold", "=0.5"], "Invalid value for '--threshold': '=0.5': expected HEAD=VALUE with VALUE in [0, 1]"),
-        (["--threshold", "intent=x"], "Invalid value for '--threshold': 'intent=x': expected HEAD=VALUE with VALUE in [0, 1]"),
-        (["--threshold", "intent=0.1", "--threshold", " intent=0.2"], "Invalid value for '--threshold': head 'intent' given twice"),
+        (
+            ["--threshold", "intent=2"],
+            "Invalid value for --threshold: 'intent=2': expected HEAD=VALUE with VALUE in [0, 1]",
+        ),
+        (
+            ["--threshold", "intent"],
+            "Invalid value for --threshold: 'intent': expected HEAD=VALUE with VALUE in [0, 1]",
+        ),
+        (
+            ["--threshold", "=0.5"],
+            "Invalid value for --threshold: '=0.5': expected HEAD=VALUE with VALUE in [0, 1]",
+        ),
+        (
+            ["--threshold", "intent=x"],
+            "Invalid value for --threshold: 'intent=x': expected HEAD=VALUE with VALUE in [0, 1]",
+        ),
+        (
+            ["--threshold", "intent=0.1", "--threshold", " intent=0.2"],
+            "Invalid value for --threshold: head 'intent' given twice",
+        ),
     ],
 )
 def test_bad_threshold_option_is_refused_as_mtst_predict_refuses_it(
@@ -165,7 +195,11 @@ def test_bad_threshold_option_is_refused_as_mtst_predict_refuses_it(
     res = cpp.run(cpp.predict, calibrated.bundle, *args, "hello")
     py = CliRunner().invoke(main, [str(calibrated.bundle), *args, "hello"])
     assert res.returncode == py.exit_code == 2
-    assert res.stderr.decode().strip().splitlines()[-1] == py.output.strip().splitlines()[-1] == f"Error: {message}"
+    assert (
+        res.stderr.decode().strip().splitlines()[-1]
+        == py.output.strip().splitlines()[-1]
+        == f"Error: {message}"
+    )
 
 
 def test_threshold_for_an_unknown_head_is_named(cpp, calibrated: Calibrated) -> None:

@@ -116,10 +116,10 @@ std::map<std::string, double> parse_thresholds(const std::vector<std::string>& v
             if (end == raw.c_str() + raw.size()) value = x;
         }
         if (eq == std::string::npos || head.empty() || !(value >= 0.0 && value <= 1.0))
-            throw mtst::apps::UsageError("Invalid value for '--threshold': " + py_repr(v) +
+            throw mtst::apps::UsageError("Invalid value for --threshold: " + py_repr(v) +
                                          ": expected HEAD=VALUE with VALUE in [0, 1]");
         if (!out.emplace(head, value).second)
-            throw mtst::apps::UsageError("Invalid value for '--threshold': head " + py_repr(head) + " given twice");
+            throw mtst::apps::UsageError("Invalid value for --threshold: head " + py_repr(head) + " given twice");
     }
     return out;
 }

@@ -192,6 +192,9 @@ Manifest Manifest::parse(const std::string& text, const std::string& path) {
         d = ojson::parse(text);
     } catch (const ojson::parse_error& e) {
         throw bundle_error(path + ": invalid JSON (" + e.what() + ")");
+    } catch (const ojson::out_of_range& e) {  // 1e400: "number overflow parsing '1e400'", as Python words it
+        const std::string what = e.what();
+        throw bundle_error(path + ": invalid JSON (" + what.substr(what.find(']') + 2) + ")");
     }
     if (!d.is_object()) fail("expected a JSON object, got " + py_type_name(d));
     Manifest m;
