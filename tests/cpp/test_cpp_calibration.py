@@ -232,3 +232,36 @@ def test_cpp_serving_writes_nothing_under_home(cpp, toy_cpp_bundle: Path, tmp_pa
     assert res.returncode == 0, res.stderr.decode()[-2000:]
     assert len(res.stdout.decode().splitlines()) == 2
     assert sorted(str(p.relative_to(home)) for p in home.rglob("*")) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["int8-static-cpu", "fp32"])
+def test_cpp_calibrated_real_bundle_equals_python(
+    cpp, minilm_bundles: dict[str, Path], bench_corpus: Path, data_root: Path, tmp_path: Path, precision: str
+) -> None:
+    """A real all-MiniLM-L6-v2 bundle (split) with calibrated heads, on real sentences: CoNLL-2003 test
+    sentences (entities) and the bench corpus, thresholds cut at the median of Python's calibrated scores."""
+    from texts import dataset_texts
+
+    texts = read_sentences(bench_corpus) + dataset_texts(data_root)["conll2003"]
+    texts_file = tmp_path / "texts.txt"
+    texts_file.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    bundle = tmp_path / "bundle"
+    shutil.copytree(minilm_bundles["split"], bundle)
+    temperature = {"intent": 1.8, "sentiment": 0.7, "ner": 1.4}
+    _write_calibration(bundle, {k: {"temperature": t} for k, t in temperature.items()})
+    plain = _python_json(bundle, ["--file", str(texts_file), "--precision", precision])
+    cuts = {name: _cut([p["heads"][name]["score"] for p in plain], 0.5) for name in ("intent", "sentiment")}
+    cuts["ner"] = _cut([e["score"] for p in plain for e in p["heads"]["ner"]["entities"]], 0.5)
+    _write_calibration(bundle, {k: {"threshold": v} for k, v in cuts.items()})
+    for args in ([], ["--threshold", f"sentiment={cuts['sentiment']}", "--no-abstain"]):
+        argv = ["--file", str(texts_file), "--precision", precision, *args]
+        res = cpp.run(cpp.predict, bundle, *argv)
+        assert res.returncode == 0, res.stderr.decode()
+        got = [json.loads(line) for line in res.stdout.decode("utf-8").splitlines()]
+        want = _python_json(bundle, argv)
+        assert len(got) == len(want) == len(texts)
+        problems = _compare(want, got)
+        assert not problems, f"{args}: {len(problems)} of {len(want)} differ; first: {problems[:5]}"
+        flags = [w["heads"]["intent"]["abstained"] for w in want]
+        assert (any(flags) and not all(flags)) if not args else not any(flags)
