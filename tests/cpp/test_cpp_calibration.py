@@ -29,12 +29,14 @@ _TEMPERATURE = {"intent": 0.7, "ner": 2.5}  # one sharpened, one flattened
 
 
 def _cut(scores: list[float], q: float) -> float:
-    """A threshold near the q-quantile of ``scores``, halfway between two of them at least 1e-4 apart."""
+    """A threshold near the q-quantile of ``scores``, halfway between two of them at least 1e-4 apart
+    (the nearest such gap to the quantile, above or below it)."""
     s = sorted(scores)
-    for i in range(int(q * (len(s) - 1)), len(s) - 1):
+    start = int(q * (len(s) - 1))
+    for i in sorted(range(len(s) - 1), key=lambda i: abs(i - start)):
         if s[i + 1] - s[i] > 1e-4:
             return round((s[i] + s[i + 1]) / 2, 6)
-    raise AssertionError(f"no gap in the scores above the {q} quantile")
+    raise AssertionError(f"no gap between the scores: {s[:5]}...")
 
 
 def _write_calibration(bundle: Path, values: dict[str, dict[str, float]]) -> None:
@@ -248,7 +250,8 @@ def test_cpp_calibrated_real_bundle_equals_python(
     texts_file.write_text("".join(t + "\n" for t in texts), encoding="utf-8")
     bundle = tmp_path / "bundle"
     shutil.copytree(minilm_bundles["split"], bundle)
-    temperature = {"intent": 1.8, "sentiment": 0.7, "ner": 1.4}
+    # the widened random heads are over-confident (most scores ~1.0): temperatures > 1 spread them
+    temperature = {"intent": 6.0, "sentiment": 4.0, "ner": 2.0}
     _write_calibration(bundle, {k: {"temperature": t} for k, t in temperature.items()})
     plain = _python_json(bundle, ["--file", str(texts_file), "--precision", precision])
     cuts = {name: _cut([p["heads"][name]["score"] for p in plain], 0.5) for name in ("intent", "sentiment")}
