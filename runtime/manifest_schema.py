@@ -371,6 +371,14 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    """A JSON number that is a finite float (``1e400`` would read as inf; the C++ runtime's parser refuses it)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number overflow parsing {text!r}")
+    return value
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     d: dict[str, Any] = {}
     for k, v in pairs:
@@ -418,7 +426,12 @@ def read_manifest(root: Path, limits: Limits) -> Any:
             f"{shown}: grew past the cap of {limits.manifest_bytes} bytes while being read"
         )
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=_unique_keys)
+        return json.loads(
+            raw.decode("utf-8"),
+            parse_constant=_no_constants,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_keys,
+        )
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{shown}: invalid JSON ({exc})") from None
     except ValueError as exc:

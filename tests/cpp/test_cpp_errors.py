@@ -64,6 +64,24 @@ CASES: dict[str, Callable[[Path], None]] = {
     "duplicate-heads": _edit_manifest(lambda m: m["heads"].append(dict(m["heads"][0]))),
     "unlisted-tables": _edit_manifest(lambda m: m["files"].pop("tokenizer.tables.json")),
     "files-entry": _edit_manifest(lambda m: m["files"].update({"model.onnx": "x"})),
+    # calibration fields (runtime/manifest_schema.py HEAD_FIELDS)
+    "temperature-zero": _edit_manifest(lambda m: m["heads"][0].update(temperature=0)),
+    "temperature-negative": _edit_manifest(lambda m: m["heads"][1].update(temperature=-1.5)),
+    "temperature-str": _edit_manifest(lambda m: m["heads"][0].update(temperature="2")),
+    "temperature-bool": _edit_manifest(lambda m: m["heads"][0].update(temperature=True)),
+    "temperature-null": _edit_manifest(lambda m: m["heads"][1].update(temperature=None)),
+    "threshold-high": _edit_manifest(lambda m: m["heads"][0].update(threshold=1.5)),
+    "threshold-negative": _edit_manifest(lambda m: m["heads"][1].update(threshold=-1e-07)),
+    "threshold-list": _edit_manifest(lambda m: m["heads"][0].update(threshold=[0.5])),
+    "temperature-overflow": lambda b: (b / "manifest.json").write_text(
+        (b / "manifest.json")
+        .read_text(encoding="utf-8")
+        .replace('"output": "intent",', '"output": "intent", "temperature": 1e400,'),
+        encoding="utf-8",
+    ),
+    "threshold-after-good-temperature": _edit_manifest(
+        lambda m: m["heads"][1].update(temperature=2.0, threshold=2)
+    ),
     "bad-graph": lambda b: (
         (b / "model.onnx").write_bytes(b"\x3a\x7f")
         or _edit_manifest(lambda m: m["files"]["model.onnx"].update(bytes=2, sha256=_sha(b"\x3a\x7f")))(b)

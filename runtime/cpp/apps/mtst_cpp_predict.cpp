@@ -1,9 +1,11 @@
 // mtst-cpp-predict BUNDLE [TEXT... | --file FILE]: every head of a bundle for each text, one JSON object a
 // line, in the schema (and byte for byte the layout) of `mtst-predict --format json`.
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -19,8 +21,9 @@ const char* kHelp = R"(
   Predict every head of the bundle BUNDLE for each TEXT (or each line of --file).
 
   JSON output is one object per text, in input order: text, truncated, heads
-  (label/score/scores for sentence heads, entities with character offsets for
-  token heads).
+  (label/score/abstained/scores for sentence heads, entities with character
+  offsets for token heads). A sentence head abstains ("abstained": true) when
+  its calibrated score is under its threshold.
 
 Options:
   -f, --file TEXT               Read texts from a file, one per line ('-' = stdin).
@@ -39,6 +42,10 @@ Options:
   --parallel-batches INTEGER    Batches of one request run at once.  [default: 1]
   --min-entity-score FLOAT      Drop entities scored below this (mean tag
                                 probability of their words).  [default: 0.0]
+  --threshold HEAD=VALUE        Override a head's abstention threshold
+                                (repeatable), e.g. intent=0.5.
+  --no-abstain                  Thresholds off: every sentence head answers,
+                                every entity is kept.
   --embedding                   Include each text's embedding in JSON output.
   --embeddings-out FILE         Also write every text's embedding to FILE as a
                                 float32 .npy array (N, dim).
@@ -68,6 +75,53 @@ double to_float(const std::string& opt, const std::string& v) {
     } catch (const std::exception&) {
     }
     throw mtst::apps::UsageError("Invalid value for '" + opt + "': '" + v + "' is not a valid float.");
+}
+
+// repr(s) of a Python str, for the texts of command-line arguments in messages (quotes as Python picks them).
+std::string py_repr(const std::string& s) {
+    const char q = (s.find('\'') != std::string::npos && s.find('"') == std::string::npos) ? '"' : '\'';
+    std::string out(1, q);
+    for (const char c : s) {
+        const auto u = static_cast<unsigned char>(c);
+        if (c == q || c == '\\') out += '\\', out += c;
+        else if (c == '\n') out += "\\n";
+        else if (c == '\r') out += "\\r";
+        else if (c == '\t') out += "\\t";
+        else if (u < 0x20 || u == 0x7f) {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", u);
+            out += buf;
+        } else out += c;
+    }
+    return out + q;
+}
+
+std::string strip(std::string s) {
+    const char* ws = " \t\n\r\f\v";
+    s.erase(0, s.find_first_not_of(ws));
+    s.erase(s.find_last_not_of(ws) + 1);
+    return s;
+}
+
+// --threshold HEAD=VALUE options -> {head: value}, with mtst-predict's messages (runtime/cli.py _thresholds).
+std::map<std::string, double> parse_thresholds(const std::vector<std::string>& values) {
+    std::map<std::string, double> out;
+    for (const std::string& v : values) {
+        const std::size_t eq = v.find('=');
+        const std::string head = strip(v.substr(0, eq)), raw = eq == std::string::npos ? "" : strip(v.substr(eq + 1));
+        double value = -1.0;
+        char* end = nullptr;
+        if (!raw.empty() && raw.find_first_of("xX") == std::string::npos) {  // float(): no hexadecimal
+            const double x = std::strtod(raw.c_str(), &end);
+            if (end == raw.c_str() + raw.size()) value = x;
+        }
+        if (eq == std::string::npos || head.empty() || !(value >= 0.0 && value <= 1.0))
+            throw mtst::apps::UsageError("Invalid value for --threshold: " + py_repr(v) +
+                                         ": expected HEAD=VALUE with VALUE in [0, 1]");
+        if (!out.emplace(head, value).second)
+            throw mtst::apps::UsageError("Invalid value for --threshold: head " + py_repr(head) + " given twice");
+    }
+    return out;
 }
 
 // The embeddings of all texts as a .npy file (format 1.0: magic, header dict padded to 64 bytes, data).
@@ -120,7 +174,7 @@ long peak_rss_kb() {
 }
 
 int run(int argc, char** argv) {
-    std::vector<std::string> positional, providers;
+    std::vector<std::string> positional, providers, thresholds;
     std::string file, npy_path;
     bool has_file = false, verbose = false, json_embedding = false;
     mtst::LoadOptions lo;
@@ -171,6 +225,10 @@ int run(int argc, char** argv) {
             if (!(po.min_entity_score >= 0.0 && po.min_entity_score <= 1.0))
                 throw mtst::apps::UsageError("Invalid value for '--min-entity-score': " + std::string(argv[i]) +
                                              " is not in the range 0.0<=x<=1.0.");
+        } else if (a == "--threshold") {
+            thresholds.push_back(value(a));
+        } else if (a == "--no-abstain") {
+            po.abstain = false;
         } else if (a == "--embedding") {
             po.return_embedding = json_embedding = true;
         } else if (a == "--embeddings-out") {
@@ -197,6 +255,7 @@ int run(int argc, char** argv) {
     if (!texts.empty() && has_file) throw mtst::apps::UsageError("give texts as arguments or --file, not both");
     if (texts.empty() && !has_file)
         throw mtst::apps::UsageError("nothing to predict: give TEXT arguments, --file F, or --file - for stdin");
+    po.thresholds = parse_thresholds(thresholds);
     if (!providers.empty()) lo.providers = providers;
 
     const mtst::Engine engine = mtst::Engine::load(bundle, lo);

@@ -142,12 +142,14 @@ mtst_status mtst_predict_json(const mtst_engine* engine, const char* const* text
         if (!engine) throw mtst::input_error("engine: NULL");
         if (!out_json) throw mtst::input_error("out_json: NULL");
         const char* what = "predict options";
-        const json o = parse_options(options_json, what, {"heads", "embedding", "logits", "min_entity_score"});
+        const json o = parse_options(options_json, what, {"heads", "embedding", "logits", "min_entity_score", "thresholds", "abstain"});
         mtst::PredictOptions po;
         po.heads = option(o, what, "heads", po.heads);
         po.return_embedding = option(o, what, "embedding", false);
         po.return_logits = option(o, what, "logits", false);
         po.min_entity_score = option(o, what, "min_entity_score", 0.0);
+        po.thresholds = option(o, what, "thresholds", po.thresholds);
+        po.abstain = option(o, what, "abstain", po.abstain);
         const auto preds = engine->engine.predict(texts_of(texts, lengths, n), po);
         std::string out = "[";
         for (size_t i = 0; i < preds.size(); ++i) {

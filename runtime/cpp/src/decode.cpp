@@ -60,15 +60,54 @@ void softmax(const float* logits, std::size_t n, float* out) {
     for (std::size_t i = 0; i < n; ++i) out[i] /= total;
 }
 
-HeadResult decode_sentence(const float* logits, const std::vector<std::string>& labels) {
+namespace {
+
+double unit_number(const std::string& where, double v) {
+    if (!(v >= 0.0 && v <= 1.0)) throw input_error(where + ": expected a number in [0, 1], got " + py_float(v));
+    return v;
+}
+
+}  // namespace
+
+std::map<std::string, Decoding> head_decodings(const std::vector<HeadInfo>& heads, const PredictOptions& o) {
+    const double floor = unit_number("min_entity_score", o.min_entity_score);
+    for (const auto& [name, v] : o.thresholds) unit_number("thresholds[" + py_str_repr(name) + "]", v);
+    std::vector<std::string> names, unknown;
+    for (const HeadInfo& h : heads) names.push_back(h.name);
+    for (const auto& [name, v] : o.thresholds)  // std::map: sorted, as Python sorts them
+        if (std::find(names.begin(), names.end(), name) == names.end()) unknown.push_back(name);
+    if (!unknown.empty())
+        throw config_error("thresholds: unknown head(s) " + py_list(unknown) + "; the heads are " + py_list(names));
+    std::map<std::string, Decoding> out;
+    for (const HeadInfo& h : heads) {
+        double threshold = 0.0;
+        if (o.abstain) {
+            auto it = o.thresholds.find(h.name);
+            threshold = it == o.thresholds.end() ? h.threshold : it->second;
+        }
+        if (h.kind == HeadKind::Token) threshold = std::max(threshold, floor);
+        out[h.name] = Decoding{h.temperature, threshold};
+    }
+    return out;
+}
+
+HeadResult decode_sentence(const float* logits, const std::vector<std::string>& labels, const Decoding& decoding) {
     const std::size_t n = labels.size();
     std::vector<float> probs(n);
-    softmax(logits, n, probs.data());
+    if (decoding.temperature == 1.0) {
+        softmax(logits, n, probs.data());
+    } else {  // float32 logits / float32(T), as numpy divides them
+        const auto t = static_cast<float>(decoding.temperature);
+        std::vector<float> scaled(logits, logits + n);
+        for (float& x : scaled) x /= t;
+        softmax(scaled.data(), n, probs.data());
+    }
     const std::size_t best = static_cast<std::size_t>(std::max_element(probs.begin(), probs.end()) - probs.begin());
     HeadResult r;
     r.kind = HeadResult::Kind::Sentence;
     r.label = labels[best];
     r.score = probs[best];
+    r.abstained = r.score < decoding.threshold;
     r.scores.reserve(n);
     for (std::size_t i = 0; i < n; ++i) r.scores.emplace_back(labels[i], probs[i]);
     return r;
@@ -98,13 +137,16 @@ std::vector<Span> bio_spans(const std::vector<std::string>& tags) {
 
 namespace {
 
-// 1 / sum(exp(x - max)) in double (results._top_probability); math.fsum's exactness mirrored by a
-// compensated sum of the few terms
-double top_probability(const float* row, std::size_t n) {
+// 1 / sum(exp((x - max) / T)) in double (results._top_probability); math.fsum's exactness mirrored by
+// a sum in long double of the few terms
+double top_probability(const float* row, std::size_t n, double temperature) {
     double top = row[0];
     for (std::size_t i = 1; i < n; ++i) top = std::max(top, static_cast<double>(row[i]));
     long double sum = 0.0L;
-    for (std::size_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(row[i]) - top);
+    for (std::size_t i = 0; i < n; ++i) {
+        const double z = static_cast<double>(row[i]) - top;
+        sum += std::exp(temperature == 1.0 ? z : z / temperature);
+    }
     return 1.0 / static_cast<double>(sum);
 }
 
@@ -115,7 +157,7 @@ std::size_t argmax(const float* row, std::size_t n) {
 }  // namespace
 
 HeadResult decode_tokens(const std::u32string& text, const float* logits, std::size_t n_tokens, const Encoding& enc,
-                         const std::vector<std::string>& labels) {
+                         const std::vector<std::string>& labels, const Decoding& decoding) {
     const std::size_t L = labels.size();
     HeadResult r;
     r.kind = HeadResult::Kind::Token;
@@ -138,7 +180,7 @@ HeadResult decode_tokens(const std::u32string& text, const float* logits, std::s
     const std::vector<Span> spans = bio_spans(tags);
     std::vector<double> scores(tags.size(), 0.0);
     for (const Span& s : spans)
-        for (std::size_t k = s.first; k < s.last; ++k) scores[k] = top_probability(logits + firsts[k] * L, L);
+        for (std::size_t k = s.first; k < s.last; ++k) scores[k] = top_probability(logits + firsts[k] * L, L, decoding.temperature);
     // character span of every word: its first sub-token's start to its last sub-token's end
     std::map<int32_t, std::pair<int64_t, int64_t>> chars;
     for (std::size_t i = 0; i < n_tokens; ++i) {
@@ -163,7 +205,7 @@ HeadResult decode_tokens(const std::u32string& text, const float* logits, std::s
         double total = 0.0;
         for (std::size_t k = s.first; k < s.last; ++k) total += scores[k];
         e.score = total / static_cast<double>(s.last - s.first);
-        r.entities.push_back(std::move(e));
+        if (e.score >= decoding.threshold) r.entities.push_back(std::move(e));
     }
     return r;
 }

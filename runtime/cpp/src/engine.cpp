@@ -150,7 +150,8 @@ struct Engine::Impl {
     std::vector<std::vector<float>> sentence_logits(const std::vector<float>& emb, std::size_t n,
                                                     const std::vector<const HeadInfo*>& sent) const;
     std::vector<Prediction> predict_chunk(const std::vector<std::string>& texts, std::size_t offset,
-                                          const std::vector<const HeadInfo*>& selected, const PredictOptions& o) const;
+                                          const std::vector<const HeadInfo*>& selected, const PredictOptions& o,
+                                          const std::map<std::string, detail::Decoding>& dec) const;
     std::vector<Encoding> encode_all(const std::vector<std::string>& texts, std::size_t offset,
                                      std::vector<std::u32string>* decoded) const;
 };
@@ -404,7 +405,8 @@ std::vector<std::vector<float>> Engine::Impl::sentence_logits(const std::vector<
 
 std::vector<Prediction> Engine::Impl::predict_chunk(const std::vector<std::string>& texts, std::size_t offset,
                                                     const std::vector<const HeadInfo*>& selected,
-                                                    const PredictOptions& o) const {
+                                                    const PredictOptions& o,
+                                                    const std::map<std::string, detail::Decoding>& dec) const {
     const std::size_t n = texts.size();
     const auto dim = static_cast<std::size_t>(bundle.manifest.embedding_dim);
     std::vector<const HeadInfo*> sent, token;
@@ -467,7 +469,8 @@ std::vector<Prediction> Engine::Impl::predict_chunk(const std::vector<std::strin
                     const std::size_t i = idx[j];
                     const float* row = p + j * T * L;
                     preds[i].heads[token[k]->name] =
-                        detail::decode_tokens(decoded[i], row, encs[i].size(), encs[i], token[k]->labels);
+                        detail::decode_tokens(decoded[i], row, encs[i].size(), encs[i], token[k]->labels,
+                                              dec.at(token[k]->name));
                     if (o.return_logits) {
                         preds[i].logits[token[k]->name].assign(row, row + encs[i].size() * L);
                         preds[i].logits_shape[token[k]->name] = {static_cast<int64_t>(encs[i].size()),
@@ -482,7 +485,7 @@ std::vector<Prediction> Engine::Impl::predict_chunk(const std::vector<std::strin
         const std::size_t L = sent[k]->labels.size();
         for (std::size_t i = 0; i < n; ++i) {
             const float* row = sent_logits[k].data() + i * L;
-            preds[i].heads[sent[k]->name] = detail::decode_sentence(row, sent[k]->labels);
+            preds[i].heads[sent[k]->name] = detail::decode_sentence(row, sent[k]->labels, dec.at(sent[k]->name));
             if (o.return_logits) {
                 preds[i].logits[sent[k]->name].assign(row, row + L);
                 preds[i].logits_shape[sent[k]->name] = {static_cast<int64_t>(L)};
@@ -522,24 +525,16 @@ std::vector<std::vector<float>> Engine::embed(const std::vector<std::string>& te
 }
 
 std::vector<Prediction> Engine::predict_unguarded(const std::vector<std::string>& texts, const PredictOptions& o) const {
-    if (!(o.min_entity_score >= 0.0 && o.min_entity_score <= 1.0))
-        throw input_error("min_entity_score: expected a number in [0, 1], got " + detail::py_float(o.min_entity_score));
     const Impl& m = *impl_;
+    const std::map<std::string, detail::Decoding> dec = detail::head_decodings(m.heads, o);  // checks o first
     const std::vector<const HeadInfo*> selected = m.select(o.heads);
     std::vector<Prediction> out;
     out.reserve(texts.size());
     for (std::size_t s = 0; s < texts.size(); s += kChunk) {
         const std::vector<std::string> chunk(texts.begin() + static_cast<std::ptrdiff_t>(s),
                                              texts.begin() + static_cast<std::ptrdiff_t>(std::min(texts.size(), s + kChunk)));
-        for (auto& p : m.predict_chunk(chunk, s, selected, o)) out.push_back(std::move(p));
+        for (auto& p : m.predict_chunk(chunk, s, selected, o, dec)) out.push_back(std::move(p));
     }
-    if (o.min_entity_score > 0.0)
-        for (auto& p : out)
-            for (auto& [name, r] : p.heads)
-                if (r.kind == HeadResult::Kind::Token)
-                    r.entities.erase(std::remove_if(r.entities.begin(), r.entities.end(),
-                                                    [&](const Entity& e) { return e.score < o.min_entity_score; }),
-                                     r.entities.end());
     return out;
 }
 

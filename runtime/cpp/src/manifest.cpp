@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <sys/stat.h>
@@ -82,6 +83,21 @@ std::string check_name(const ojson& v, const std::string& field_name) {
     return name;
 }
 
+// An optional calibration number of a head (runtime/manifest_schema.py HEAD_FIELDS: type, then range;
+// runtime/manifest.py HeadInfo.from_dict), with the schema's messages.
+double calibration(const ojson& d, const char* key, const std::string& where, double fallback) {
+    auto it = d.find(key);
+    if (it == d.end()) return fallback;
+    const std::string field = where + key + ": ";
+    if (!it->is_number()) fail(field + "expected int or float, got " + repr(*it));  // JSON true/false: not numbers
+    const double v = it->get<double>();
+    if (key == std::string("temperature") && !(v > 0.0 && v < std::numeric_limits<double>::infinity()))
+        fail(field + "expected a number > 0 (a softmax temperature), got " + repr(*it));
+    if (key == std::string("threshold") && !(v >= 0.0 && v <= 1.0))
+        fail(field + "expected a value in [0.0, 1.0], got " + repr(*it));
+    return v;
+}
+
 HeadInfo parse_head(const ojson& d, std::size_t i) {
     const std::string where = "heads[" + std::to_string(i) + "].";
     if (!d.is_object()) fail(where.substr(0, where.size() - 1) + ": expected an object, got " + repr(d));
@@ -93,6 +109,10 @@ HeadInfo parse_head(const ojson& d, std::size_t i) {
     h.name = get(d, "name", where, Type::Str).get<std::string>();
     h.output = get(d, "output", where, Type::Str).get<std::string>();
     for (const auto& l : labels) h.labels.push_back(l.is_string() ? l.get<std::string>() : repr(l));
+    h.temperature = calibration(d, "temperature", where, 1.0);
+    h.threshold = calibration(d, "threshold", where, 0.0);
+    if (h.kind == HeadKind::Embedding && (h.temperature != 1.0 || h.threshold != 0.0))
+        fail(where + ": the embedding has no scores to calibrate");
     return h;
 }
 
@@ -172,6 +192,9 @@ Manifest Manifest::parse(const std::string& text, const std::string& path) {
         d = ojson::parse(text);
     } catch (const ojson::parse_error& e) {
         throw bundle_error(path + ": invalid JSON (" + e.what() + ")");
+    } catch (const ojson::out_of_range& e) {  // 1e400: "number overflow parsing '1e400'", as Python words it
+        const std::string what = e.what();
+        throw bundle_error(path + ": invalid JSON (" + what.substr(what.find(']') + 2) + ")");
     }
     if (!d.is_object()) fail("expected a JSON object, got " + py_type_name(d));
     Manifest m;

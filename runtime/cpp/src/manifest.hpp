@@ -23,6 +23,10 @@ struct HeadInfo {
     HeadKind kind;
     std::string output;               // graph output name
     std::vector<std::string> labels;  // index order
+    // calibration (runtime/manifest.py HeadInfo): scores are softmax(logits / temperature); a sentence head
+    // abstains under its threshold, a token head drops entities scored under it
+    double temperature = 1.0;
+    double threshold = 0.0;
 };
 
 struct Variant {

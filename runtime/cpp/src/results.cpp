@@ -20,7 +20,8 @@ void head_json(std::string& out, const HeadResult& r) {
     if (r.kind == HeadResult::Kind::Sentence) {
         out += "{\"label\": ";
         detail::json_string(out, r.label);
-        out += ", \"score\": " + detail::py_float(r.score) + ", \"scores\": {";
+        out += ", \"score\": " + detail::py_float(r.score) + (r.abstained ? ", \"abstained\": true" : ", \"abstained\": false") +
+               ", \"scores\": {";
         for (std::size_t i = 0; i < r.scores.size(); ++i) {
             if (i) out += ", ";
             detail::json_string(out, r.scores[i].first);

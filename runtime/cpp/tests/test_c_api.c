@@ -64,6 +64,26 @@ int main(void) {
     mtst_free(err);
     err = NULL;
 
+    /* thresholds override the manifest's per head (the toy's intent scores are far under 0.999), abstain=false drops them */
+    EXPECT(mtst_predict_json(e, texts, NULL, 1, "{\"heads\": [\"intent\"], \"thresholds\": {\"intent\": 0.999}}", &json,
+                             &err) == MTST_OK);
+    EXPECT(json && strstr(json, "\"abstained\": true, \"scores\": {") != NULL);
+    mtst_free(json);
+    json = NULL;
+    EXPECT(mtst_predict_json(e, texts, NULL, 1, "{\"thresholds\": {\"intent\": 1.0}, \"abstain\": false}", &json, &err) ==
+           MTST_OK);
+    EXPECT(json && strstr(json, "\"abstained\": false, \"scores\": {") != NULL);
+    mtst_free(json);
+    json = NULL;
+    EXPECT(mtst_predict_json(e, texts, NULL, 1, "{\"thresholds\": {\"sentiment\": 0.5}}", &json, &err) == MTST_ERROR_CONFIG);
+    EXPECT(err && strcmp(err, "ConfigError: thresholds: unknown head(s) ['sentiment']; the heads are ['intent', 'ner']") == 0);
+    mtst_free(err);
+    err = NULL;
+    EXPECT(mtst_predict_json(e, texts, NULL, 1, "{\"thresholds\": {\"ner\": 2}}", &json, &err) == MTST_ERROR_INPUT);
+    EXPECT(err && strcmp(err, "ValueError: thresholds['ner']: expected a number in [0, 1], got 2.0") == 0);
+    mtst_free(err);
+    err = NULL;
+
     float emb[16];
     EXPECT(mtst_embed(e, texts, NULL, 2, emb, 16, &err) == MTST_OK);
     double norm = 0;

@@ -93,4 +93,63 @@ TEST(text_without_entity_tags_has_no_entities) {
     CHECK(decode_tokens(text, logits.data(), 3, enc, {"O", "B-PER", "I-PER"}).entities.empty());
 }
 
+TEST(temperature_flattens_scores_and_threshold_abstains) {
+    const float logits[3] = {0.1f, 3.0f, 0.2f};
+    const auto plain = decode_sentence(logits, {"neg", "pos", "neutral"});
+    const auto warm = decode_sentence(logits, {"neg", "pos", "neutral"}, Decoding{2.0, 0.0});
+    CHECK_EQ(warm.label, "pos");  // the arg-max never changes
+    const float half[3] = {0.05f, 1.5f, 0.1f};
+    CHECK_EQ(warm.score, decode_sentence(half, {"neg", "pos", "neutral"}).score);  // float32 logits / 2
+    CHECK(warm.score < plain.score);
+    CHECK(!warm.abstained && !plain.abstained);
+    CHECK(decode_sentence(logits, {"a", "b", "c"}, Decoding{2.0, warm.score + 1e-9}).abstained);
+    CHECK(!decode_sentence(logits, {"a", "b", "c"}, Decoding{2.0, warm.score}).abstained);  // at the threshold: answers
+}
+
+TEST(token_temperature_scores_and_threshold_drops_entities) {
+    const std::u32string text = U"Ann met Bob";
+    mtst::Encoding enc;
+    enc.word_ids = {-1, 0, 1, 2, -1};
+    enc.offsets = {{0, 0}, {0, 3}, {4, 7}, {8, 11}, {0, 0}};
+    const std::vector<std::string> labels = {"O", "B-PER", "I-PER"};
+    // Ann: B-PER by a margin of 4, met: O, Bob: B-PER by a margin of 1
+    const std::vector<float> logits = {9, 0, 0, 0, 4, 0, 5, 0, 0, 0, 1, 0, 9, 0, 0};
+    const auto at = [&](double t, double threshold) {
+        return decode_tokens(text, logits.data(), 5, enc, labels, Decoding{t, threshold}).entities;
+    };
+    const double ann = 1.0 / (1.0 + 2.0 * std::exp(-4.0 / 3.0)), bob = 1.0 / (1.0 + 2.0 * std::exp(-1.0 / 3.0));
+    CHECK_EQ(at(3.0, 0.0).size(), 2u);
+    CHECK(std::fabs(at(3.0, 0.0)[0].score - ann) < 1e-12);
+    CHECK(std::fabs(at(3.0, 0.0)[1].score - bob) < 1e-12);
+    CHECK_EQ(at(3.0, 0.5).size(), 1u);  // Bob (0.41) dropped, Ann (0.66) kept
+    CHECK_EQ(at(3.0, 0.5)[0].text, "Ann");
+    CHECK_EQ(at(1.0, 0.5).size(), 2u);  // uncalibrated Bob: 0.58
+    CHECK(at(3.0, 0.7).empty());
+}
+
+TEST(head_decodings_override_disable_and_floor_thresholds) {
+    HeadInfo intent{"intent", HeadKind::Sentence, "intent_logits", {"a", "b"}, 1.5, 0.4};
+    HeadInfo ner{"ner", HeadKind::Token, "ner_logits", {"O", "B-X"}, 0.8, 0.3};
+    const std::vector<HeadInfo> heads = {intent, ner};
+    mtst::PredictOptions o;
+    auto d = head_decodings(heads, o);
+    CHECK_EQ(d["intent"].temperature, 1.5);
+    CHECK_EQ(d["intent"].threshold, 0.4);
+    CHECK_EQ(d["ner"].threshold, 0.3);
+    o.thresholds = {{"intent", 0.9}};
+    o.min_entity_score = 0.5;
+    d = head_decodings(heads, o);
+    CHECK_EQ(d["intent"].threshold, 0.9);
+    CHECK_EQ(d["ner"].threshold, 0.5);  // the larger of the head's threshold and min_entity_score
+    o.abstain = false;
+    d = head_decodings(heads, o);
+    CHECK_EQ(d["intent"].threshold, 0.0);
+    CHECK_EQ(d["intent"].temperature, 1.5);  // abstain=false keeps the calibration
+    CHECK_EQ(d["ner"].threshold, 0.5);       // min_entity_score still applies
+    o.thresholds = {{"intent", 1.5}};
+    CHECK_ERROR(head_decodings(heads, o), "thresholds['intent']: expected a number in [0, 1], got 1.5");
+    o.thresholds = {{"zz", 0.5}, {"embedding", 0.1}};
+    CHECK_ERROR(head_decodings(heads, o), "thresholds: unknown head(s) ['embedding', 'zz']; the heads are ['intent', 'ner']");
+}
+
 CHECK_MAIN

@@ -8,7 +8,7 @@
 //   auto engine = mtst::Engine::load("bundle/", options);
 //   auto results = engine.predict({"Apple opened an office in Paris."});   // all heads
 //   results[0].heads.at("ner").entities;    // text, label, start, end (code points), score
-//   results[0].heads.at("intent").label;    // + score, scores
+//   results[0].heads.at("intent").label;    // + score, scores, abstained (score under the threshold)
 //   engine.embed({"..."});                  // L2-normalized float vectors
 //
 // One Engine serves many threads: predict() and embed() are const and keep no state between calls.
@@ -44,11 +44,17 @@ struct LoadOptions {
     bool verify = true;         // check every file's size and sha256 against manifest.json
 };
 
+// Scores are calibrated with each head's temperature from the bundle's manifest (softmax(logits / T)).
+// A sentence head scored under its threshold answers with abstained = true; a token head drops entities
+// scored under it. The thresholds are the manifest's unless overridden here (as Engine.predict's
+// thresholds= and abstain= in Python, mtst-predict's --threshold and --no-abstain).
 struct PredictOptions {
     std::vector<std::string> heads;  // heads to run, empty: all
     bool return_embedding = false;
     bool return_logits = false;
     double min_entity_score = 0.0;  // drop entities scored below this (mean tag probability of their words)
+    std::map<std::string, double> thresholds;  // head name -> threshold in [0, 1], overriding the manifest's
+    bool abstain = true;  // false: no thresholds (every sentence head answers, every entity is kept)
 };
 
 struct Entity {
@@ -56,15 +62,16 @@ struct Entity {
     std::string label;  // entity type, e.g. "PER"
     int64_t start = 0;  // code-point offsets into the input text (as Python's str indexes it), end exclusive
     int64_t end = 0;
-    double score = 0.0;  // mean probability of the predicted tag over the entity's words
+    double score = 0.0;  // mean (calibrated) probability of the predicted tag over the entity's words
 };
 
 // The answer of one head: label/score/scores for sentence heads, entities for token heads.
 struct HeadResult {
     enum class Kind { Sentence, Token };
     Kind kind = Kind::Sentence;
-    std::string label;                                 // the most probable label
-    double score = 0.0;                                // its probability
+    std::string label;                                 // the most probable label (also when abstained)
+    double score = 0.0;                                // its (calibrated) probability
+    bool abstained = false;                            // score under the head's threshold: probably not its text
     std::vector<std::pair<std::string, double>> scores;  // probability of every label, in label order
     std::vector<Entity> entities;                      // in text order
 };

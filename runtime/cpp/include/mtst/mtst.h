@@ -53,9 +53,12 @@ MTST_C_API void mtst_engine_free(mtst_engine* engine);
 
 /* Predict every head (or those named) for n texts. *out_json receives a JSON array with one object per
  * text, in input order, each as `mtst-predict --format json` prints it: text, truncated, heads
- * (label/score/scores or entities with code-point offsets) [, embedding] [, logits].
+ * (label/score/abstained/scores or entities with code-point offsets) [, embedding] [, logits].
  * options: JSON object with any of heads (list of names), embedding (bool), logits (bool),
- * min_entity_score (number in [0, 1]). */
+ * min_entity_score (number in [0, 1]), thresholds (object: head name -> number in [0, 1], overriding the
+ * manifest's), abstain (bool, default true; false: no thresholds). Scores are calibrated with each head's
+ * temperature; a sentence head scored under its threshold says "abstained": true, a token head drops
+ * entities scored under it (see PredictOptions in mtst/engine.hpp). */
 MTST_C_API mtst_status mtst_predict_json(const mtst_engine* engine, const char* const* texts, const size_t* lengths,
                                          size_t n, const char* options_json, char** out_json, char** error);
 
