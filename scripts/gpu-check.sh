@@ -69,7 +69,7 @@ if [[ $DRY -eq 0 ]]; then
     [[ -n "$CHECKPOINT" ]] || CHECKPOINT="$WORK/carried/checkpoint"
     [[ -n "$DATA" || ! -f "$WORK/carried/corpus-1000.txt" ]] || DATA="$WORK/carried/corpus-1000.txt"
 fi
-[[ -n "$DATA" ]] || DATA="${MTST_BENCH_CORPUS:-/work/shared/bench/corpus-1000.txt}"
+[[ -n "$DATA" ]] || DATA="${MTST_BENCH_CORPUS:-../shared/bench/corpus-1000.txt}"
 [[ -n "$CHECKPOINT" ]] || { echo "gpu-check: --checkpoint is needed" >&2; exit 2; }
 
 # 3. the providers ONNX Runtime really has; CUDA must be there unless this is the dry run
