@@ -36,14 +36,9 @@ from mtst.data import TaskData
 from mtst.model import MultiTaskModel
 from mtst.tasks import TaskKind
 
-__all__ = ["CrossTaskLoss", "CrossTerms", "outlier_exposure"]
+__all__ = ["CrossTaskLoss", "CrossTerms"]
 
 logger = logging.getLogger(__name__)
-
-
-def outlier_exposure(logits: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of ``logits`` ``(N, L)`` against the uniform distribution."""
-    return _uniform_ce(logits).mean()
 
 
 def _uniform_ce(logits: torch.Tensor) -> torch.Tensor:
