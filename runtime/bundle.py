@@ -11,9 +11,15 @@ Verification (on by default, the same for every entry point) checks, in this ord
    subgraphs and function attribute defaults) stay inside the bundle and are listed in ``files``;
 4. no unlisted graph file (``*.onnx``) lies in the bundle folder.
 
-Only ``manifest.json`` and the files it lists are ever opened. The graphs, their external data and the
-tokenizer are read once, here: the bytes that were hashed are the bytes the sessions and the tokenizer
-are built from (:meth:`Bundle.data`), so a file swapped after verification is never used. A mismatch
+Only ``manifest.json`` and the files it lists are ever opened. What was hashed is what the sessions
+and the tokenizer are built from, so a file swapped after verification is never used: either bytes
+kept from verification (the tokenizer; the graphs ``keep_graphs`` names, by default all) or read and
+checked again when asked for (:meth:`Bundle.data`), or -- how an engine builds its sessions on Linux
+(:meth:`Bundle.graph_source`) -- the graph's own open file, hashed, handed to ONNX Runtime by its
+``/proc/self/fd`` path and checked unchanged (size, times, inode) after the session has read it. The
+graphs not kept are released one by one as they are verified: a bundle of several variants costs the
+memory of the one that runs, and that graph is never in memory twice while its session is built.
+A mismatch
 raises :class:`~mtst.errors.BundleError` naming the file and what differed. Hashing is the expensive
 part at cold start (about 50 ms per 90 MB here), so hashes verified in this process are remembered, in
 memory only, keyed by (real path, size, mtime_ns, ctime_ns, inode) as read from the open file before
@@ -26,6 +32,8 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -34,10 +42,11 @@ from mtst.runtime.manifest import MANIFEST_NAME, Layout, Manifest, Variant, sha2
 from mtst.runtime.manifest_schema import BundleLimitError, Limits, open_regular, read_fd
 from mtst.runtime.onnx_refs import external_data_refs_in
 
-__all__ = ["Bundle", "clear_hash_cache", "hash_file", "load_bundle", "verify_bundle"]
+__all__ = ["Bundle", "KeepGraphs", "clear_hash_cache", "hash_file", "load_bundle", "verify_bundle"]
 
 logger = logging.getLogger(__name__)
 
+_PROC_FD = Path("/proc/self/fd")  # Linux: each open file by number
 _hash_cache: dict[tuple[str, int, int, int, int], str] = {}
 _hash_lock = threading.Lock()
 
@@ -70,9 +79,9 @@ def _key(path: Path, st: os.stat_result) -> tuple[str, int, int, int, int]:
 class Bundle:
     """A bundle folder and its manifest. ``root`` is the resolved folder; paths come from :meth:`path`.
 
-    A verified bundle holds the bytes of its graphs, their external data and its tokenizer, as hashed
-    (:meth:`data`, :meth:`external_data`) until :meth:`release` (the engine calls it once its sessions
-    and tokenizer are built).
+    A verified bundle holds the bytes of the graphs it was asked to keep, their external data and its
+    tokenizer, as hashed (:meth:`data`, :meth:`external_data`) until :meth:`release` (the engine calls
+    it once its sessions and tokenizer are built); other listed files are read and checked on demand.
     """
 
     root: Path
@@ -81,6 +90,10 @@ class Bundle:
     blobs: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
     # graph file -> (location as written in the graph, file name in the bundle) of its external data
     externals: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict, compare=False, repr=False)
+    limits: Limits | None = field(default=None, compare=False, repr=False)
+    # one flag, set by release(): a verified bundle then hands out no bytes (the frozen dataclass's
+    # one piece of mutable state)
+    _released: list[bool] = field(default_factory=list, compare=False, repr=False)
 
     def path(self, name: str) -> Path:
         return self.root / PurePosixPath(name)
@@ -92,23 +105,56 @@ class Bundle:
         return self.path(self.manifest.tokenizer)
 
     def data(self, name: str) -> bytes:
-        """The verified bytes of the listed file ``name`` (an unverified bundle: read now, unchecked)."""
+        """The verified bytes of the listed file ``name``: kept from verification, or read and checked
+        against the manifest now (size, sha256, place) when it was not kept (an unverified bundle: read
+        now, unchecked)."""
         blob = self.blobs.get(name)
         if blob is not None:
             return blob
-        if self.verified:
+        if not self.verified:
+            return self.path(name).read_bytes()
+        if self._released:
             raise BundleError(
                 f"{self.root}: {name}: its verified bytes were released (load the bundle again)"
             )
-        return self.path(name).read_bytes()
+        if name not in self.manifest.files:
+            raise BundleError(f"{self.root}: {name}: not listed in {MANIFEST_NAME} files")
+        data = _read_listed(self.root, name, self.manifest, self.limits or Limits.from_env(), keep=True)
+        assert data is not None  # keep=True
+        return data
 
     def external_data(self, graph: str) -> dict[str, bytes]:
         """The external-data files of ``graph`` by the location the graph names them with (verified bytes)."""
         return {loc: self.data(name) for loc, name in self.externals.get(graph, ())}
 
+    @contextmanager
+    def graph_source(self, name: str) -> Iterator[Path | bytes]:
+        """What a session is built from for the listed graph ``name``, inside the ``with``.
+
+        Its bytes when kept from verification, or for a graph with external data, or where open files
+        have no path; else (Linux) the path of the graph's own open file, hashed and checked here and
+        checked unchanged when the block ends: ONNX Runtime parses the file itself, so the graph is
+        never held twice (the bytes, and ONNX Runtime's parsed copy) while the session is built. An
+        unverified bundle: the file's path.
+        """
+        if not self.verified:
+            yield self.path(name)
+        elif name in self.blobs or self.externals.get(name) or not _PROC_FD.is_dir():
+            yield self.data(name)
+        elif self._released:
+            raise BundleError(
+                f"{self.root}: {name}: its verified bytes were released (load the bundle again)"
+            )
+        else:
+            with _pinned(self.root, name, self.manifest, self.limits or Limits.from_env()) as path:
+                yield path
+
     def release(self) -> None:
-        """Drop the bytes kept for the sessions and the tokenizer (they hold their own copies)."""
+        """Drop the bytes kept for the sessions and the tokenizer (they hold their own copies); a verified
+        bundle hands out no bytes after this."""
         self.blobs.clear()
+        if not self._released:
+            self._released.append(True)
 
     def variants(self, layout: Layout | None = None) -> list[Variant]:
         return [v for v in self.manifest.variants if layout is None or v.layout is layout]
@@ -128,8 +174,11 @@ def _cap(manifest: Manifest, name: str, limits: Limits) -> tuple[int, str]:
     return limits.data_bytes, "data_bytes"
 
 
-def _read_listed(root: Path, name: str, manifest: Manifest, limits: Limits, keep: bool) -> bytes | None:
-    """Check the listed file ``name`` (place, kind, cap, size, sha256); its bytes when ``keep``."""
+def _open_listed(
+    root: Path, name: str, manifest: Manifest, limits: Limits
+) -> tuple[int, Path, os.stat_result]:
+    """The listed file ``name`` opened for reading (fd, real path, fstat) once its place, kind, cap and
+    size are checked."""
     entry = manifest.files[name]
     cap, cap_name = _cap(manifest, name, limits)
     if entry.bytes > cap:
@@ -149,22 +198,58 @@ def _read_listed(root: Path, name: str, manifest: Manifest, limits: Limits, keep
             f"{root}: {name}: resolves to {real}, outside the bundle (symlinks may not leave it)"
         )
     fd, st = open_regular(real, f"{root}: {name}")
+    if st.st_size != entry.bytes:
+        os.close(fd)
+        raise BundleError(
+            f"{root}: {name}: size mismatch: {MANIFEST_NAME} lists {entry.bytes} bytes, the file has "
+            f"{st.st_size} (changed or truncated after export)"
+        )
+    return fd, real, st
+
+
+def _check_sha(root: Path, name: str, manifest: Manifest, actual: str) -> None:
+    expected = manifest.files[name].sha256
+    if actual != expected.lower():
+        raise BundleError(
+            f"{root}: {name}: sha256 mismatch: expected {expected}, got {actual} (changed after export)"
+        )
+
+
+def _read_listed(root: Path, name: str, manifest: Manifest, limits: Limits, keep: bool) -> bytes | None:
+    """Check the listed file ``name`` (place, kind, cap, size, sha256); its bytes when ``keep``."""
+    fd, real, st = _open_listed(root, name, manifest, limits)
     try:
-        if st.st_size != entry.bytes:
-            raise BundleError(
-                f"{root}: {name}: size mismatch: {MANIFEST_NAME} lists {entry.bytes} bytes, the file has "
-                f"{st.st_size} (changed or truncated after export)"
-            )
         data, actual = _hash_fd(fd, real, st, keep)
     finally:
         os.close(fd)
-    if data is not None and len(data) != entry.bytes:
+    if data is not None and len(data) != st.st_size:
         raise BundleError(f"{root}: {name}: size mismatch: changed while being read")
-    if actual != entry.sha256.lower():
-        raise BundleError(
-            f"{root}: {name}: sha256 mismatch: expected {entry.sha256}, got {actual} (changed after export)"
-        )
+    _check_sha(root, name, manifest, actual)
     return data
+
+
+@contextmanager
+def _pinned(root: Path, name: str, manifest: Manifest, limits: Limits) -> Iterator[Path]:
+    """A path naming the open, checked file ``name`` itself (``/proc/self/fd/N``: renaming or replacing
+    the file in the folder does not change what it reads), valid inside the ``with``; when the block
+    ends the file must be unchanged (size, mtime, ctime, inode -- any write moves ctime), or else hash
+    to the same sha256 again, so what the block read is what was hashed."""
+    fd, real, st = _open_listed(root, name, manifest, limits)
+    try:
+        _, actual = _hash_fd(fd, real, st, keep=False)
+        _check_sha(root, name, manifest, actual)
+        yield _PROC_FD / str(fd)
+        after = os.fstat(fd)
+        if _key(real, after) != _key(real, st):
+            # the inode's ctime also moves when the file is unlinked or replaced in the folder, which
+            # leaves its bytes alone: hash what the open file holds now
+            _, now = _hash_fd(fd, real, after, keep=False)
+            if now != actual:
+                raise BundleError(
+                    f"{root}: {name}: changed while ONNX Runtime read it (load the bundle again)"
+                )
+    finally:
+        os.close(fd)
 
 
 def _hash_fd(fd: int, real: Path, st: os.stat_result, keep: bool) -> tuple[bytes | None, str]:
@@ -174,7 +259,7 @@ def _hash_fd(fd: int, real: Path, st: os.stat_result, keep: bool) -> tuple[bytes
     if keep:
         data = read_fd(fd, st.st_size + 1)
     key = _key(real, st)
-    if data is not None and _key(real, os.fstat(fd)) == key:
+    if _key(real, os.fstat(fd)) == key:  # unchanged since it was opened (and read, when kept)
         with _hash_lock:
             cached = _hash_cache.get(key)
         if cached is not None:
@@ -184,10 +269,10 @@ def _hash_fd(fd: int, real: Path, st: os.stat_result, keep: bool) -> tuple[bytes
     else:
         h = hashlib.sha256()
         view = memoryview(bytearray(1 << 22))
-        left = st.st_size + 1
-        while left > 0 and (n := os.readv(fd, [view[: min(left, len(view))]])):
+        pos = 0  # from the start, whatever the file offset (a pinned file is hashed twice)
+        while pos <= st.st_size and (n := os.preadv(fd, [view[: st.st_size + 1 - pos]], pos)):
             h.update(view[:n])
-            left -= n
+            pos += n
         digest = h.hexdigest()
     if _key(real, os.fstat(fd)) == key:
         with _hash_lock:
@@ -235,15 +320,24 @@ def _bundle_root(path: str | Path) -> Path:
     return Path(os.path.realpath(given))
 
 
-def _verify(root: Path, manifest: Manifest, limits: Limits) -> Bundle:
-    """Steps 2-4 of the module docstring; the bundle holds the bytes its sessions and tokenizer need."""
+KeepGraphs = Callable[[Path, Manifest], Iterable[str]]
+
+
+def _verify(root: Path, manifest: Manifest, limits: Limits, keep_graphs: KeepGraphs | None = None) -> Bundle:
+    """Steps 2-4 of the module docstring; the bundle holds the bytes of the graphs ``keep_graphs``
+    names (all when None), their external data and the tokenizer."""
     graphs = sorted({g for v in manifest.variants for g in v.graphs.values()})
+    kept_graphs = set(graphs) if keep_graphs is None else set(keep_graphs(root, manifest))
     blobs: dict[str, bytes] = {}
     externals: dict[str, tuple[tuple[str, str], ...]] = {}
     for graph in graphs:
-        blobs[graph] = _read_listed(root, graph, manifest, limits, keep=True)  # type: ignore[assignment]
-        externals[graph] = _external_data(root, manifest, graph, blobs[graph])
-    keep = {name for refs in externals.values() for _, name in refs}
+        data = _read_listed(root, graph, manifest, limits, keep=True)
+        assert data is not None  # keep=True
+        externals[graph] = _external_data(root, manifest, graph, data)
+        if graph in kept_graphs:
+            blobs[graph] = data
+        del data  # a graph not kept is freed before the next one is read
+    keep = {name for g in kept_graphs for _, name in externals.get(g, ())}
     if manifest.tokenizer:
         keep.add(manifest.tokenizer)
     for name in sorted(set(manifest.files) - set(graphs)):
@@ -255,7 +349,9 @@ def _verify(root: Path, manifest: Manifest, limits: Limits) -> Bundle:
         raise BundleError(
             f"{root}: graph files not listed in {MANIFEST_NAME}: {unlisted} (remove them or re-export)"
         )
-    return Bundle(root=root, manifest=manifest, verified=True, blobs=blobs, externals=externals)
+    return Bundle(
+        root=root, manifest=manifest, verified=True, blobs=blobs, externals=externals, limits=limits
+    )
 
 
 def verify_bundle(
@@ -274,15 +370,23 @@ def verify_bundle(
     return manifest
 
 
-def load_bundle(path: str | Path, *, verify: bool = True, limits: Limits | None = None) -> Bundle:
+def load_bundle(
+    path: str | Path,
+    *,
+    verify: bool = True,
+    limits: Limits | None = None,
+    keep_graphs: KeepGraphs | None = None,
+) -> Bundle:
     """Read ``manifest.json`` of the bundle at ``path`` and (by default) verify the whole folder.
 
-    ``limits``: the size caps (default: :meth:`Limits.from_env`).
+    ``limits``: the size caps (default: :meth:`Limits.from_env`). ``keep_graphs(root, manifest)``: the
+    graph files whose verified bytes the bundle keeps for sessions (default: all); every file is
+    verified either way, and a graph not kept is read and checked again if it is asked for.
     """
     root = _bundle_root(path)
     limits = limits or Limits.from_env()
     manifest = Manifest.read(root, limits=limits)
     if verify:
-        return _verify(root, manifest, limits)
+        return _verify(root, manifest, limits, keep_graphs)
     logger.warning("bundle %s: verification switched off (hashes and file names not checked)", root)
     return Bundle(root=root, manifest=manifest, verified=False)

@@ -178,7 +178,10 @@ class Engine:
             max_batch_tokens = AUTO_BATCH_TOKENS[plan.primary]
         if max_batch_tokens is not None:
             check_positive("max_batch_tokens", max_batch_tokens, ", None or 'auto'")
-        b = load_bundle(bundle, verify=verify)
+
+        # no graph's bytes stay from verification: the sessions read each graph again, checked
+        # (Bundle.graph_source), so a bundle of several variants costs the memory of the one that runs
+        b = load_bundle(bundle, verify=verify, keep_graphs=lambda root, m: ())
         if Provider.TENSORRT in plan.chain:
             settings = tensorrt_settings(
                 settings,

@@ -71,8 +71,9 @@ def choose_variant(
 ) -> Variant:
     """The variant to run on ``provider``: ``precision``/``layout`` when given, else the best fit.
 
-    Precision by provider (CPU: int8-dynamic > fp32 > int8-static > fp16; CUDA: fp16 > fp32 > ...;
-    TensorRT: int8-static > fp16 > fp32); layout split > single > heads-only.
+    Precision by provider (:func:`~mtst.runtime.providers.precision_preference`; CPU: int8-static-cpu >
+    int8-dynamic > fp32 > ...; CUDA: fp16 > fp32 > ...; TensorRT: int8-static > fp16 > fp32); layout
+    split > single > heads-only.
     """
     m = bundle.manifest
     have = [v.key for v in m.variants]
@@ -117,9 +118,10 @@ class Sessions:
             what = f"{root}: {name}"
             if not bundle.verified:
                 return create_session(path, plan, chosen, what=what)
-            return create_session(
-                bundle.data(name), plan, chosen, what=what, external_data=bundle.external_data(name)
-            )
+            with bundle.graph_source(name) as model:
+                return create_session(
+                    model, plan, chosen, what=what, external_data=bundle.external_data(name)
+                )
 
         return open_session
 

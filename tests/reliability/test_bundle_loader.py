@@ -291,6 +291,87 @@ def test_graph_bytes_are_let_go_before_the_tokenizer_is_built(
     assert engine.predict(TEXTS[:2])[0].heads
 
 
+PINNED = Path("/proc/self/fd").is_dir()
+
+
+def _not_kept(root: Path, m: Manifest) -> tuple[str, ...]:
+    return ()
+
+
+def test_a_graph_not_kept_is_checked_again_when_its_session_opens(bundle_copy: Path) -> None:
+    b = load_bundle(bundle_copy, keep_graphs=_not_kept)  # verified; no graph bytes in hand
+    assert "model.onnx" not in b.blobs and "tokenizer.json" in b.blobs
+    put(bundle_copy / "model.onnx", b"\x08\x07garbage")  # swapped before the session opens
+    sessions = Sessions(resolve_providers(["cpu"]), SessionSettings())
+    with pytest.raises(BundleError, match=r"model.onnx: size mismatch"):
+        open_variant(b, sessions)
+    with pytest.raises(BundleError, match=r"model.onnx: size mismatch"):
+        b.data("model.onnx")
+
+
+@pytest.mark.skipif(not PINNED, reason="no /proc/self/fd on this system: graphs are handed over as bytes")
+def test_a_pinned_graph_is_the_file_that_was_hashed(bundle_copy: Path, rel_bundle: Path) -> None:
+    expected = Engine.load(rel_bundle, providers=["cpu"]).embed(TEXTS)
+    put(bundle_copy / "model.onnx", (bundle_copy / "model.onnx").read_bytes())  # our own inode
+    original = (bundle_copy / "model.onnx").read_bytes()
+    b = load_bundle(bundle_copy, keep_graphs=_not_kept)
+    # replaced in the folder while ONNX Runtime reads it: the open file is still the one hashed
+    with b.graph_source("model.onnx") as path:
+        assert isinstance(path, Path) and path.parent == Path("/proc/self/fd")
+        put(bundle_copy / "model.onnx", b"\x08\x07garbage")
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name
+    # an engine built the same way answers as the untouched bundle
+    put(bundle_copy / "model.onnx", original)
+    engine = Engine.load(bundle_copy, providers=["cpu"])
+    np.testing.assert_array_equal(engine.embed(TEXTS), expected)
+    assert engine.bundle.blobs == {}
+
+
+@pytest.mark.skipif(not PINNED, reason="no /proc/self/fd on this system: graphs are handed over as bytes")
+def test_a_pinned_graph_changed_in_place_while_read_is_refused(bundle_copy: Path) -> None:
+    put(bundle_copy / "model.onnx", (bundle_copy / "model.onnx").read_bytes())  # our own inode
+    b = load_bundle(bundle_copy, keep_graphs=_not_kept)
+    changed = pytest.raises(BundleError, match=r"model.onnx: changed while ONNX Runtime read it")
+    with changed, b.graph_source("model.onnx"), open(bundle_copy / "model.onnx", "r+b") as f:
+        f.seek(100)  # same inode, same size, new bytes
+        f.write(b"\xff" * 8)
+    with pytest.raises(BundleError, match=r"model.onnx: sha256 mismatch"), b.graph_source("model.onnx"):
+        pass
+
+
+def test_an_engine_holds_one_variant_of_a_bundle_of_several(
+    rel_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a bundle with two variants: verification reads both, the engine keeps neither in memory and
+    # opens sessions only for the one it runs
+    import mtst.runtime.bundle as bundle_mod
+
+    two = tmp_path / "two"
+    two.mkdir()
+    for f in rel_bundle.iterdir():
+        put(two / f.name, f.read_bytes())
+    put(two / "copy.onnx", (rel_bundle / "model.onnx").read_bytes())
+    m = json.loads((two / MANIFEST).read_text())
+    extra = dict(m["variants"][0], precision="int8-dynamic", graphs={"model": "copy.onnx"})
+    m["variants"].append(extra)
+    (two / MANIFEST).write_text(json.dumps(m))
+    relist(two, "copy.onnx")
+    pinned: list[str] = []
+    real = bundle_mod._pinned
+
+    def recording(root, name, *args):  # the real pinning; the test notes which graphs it opened
+        pinned.append(name)
+        return real(root, name, *args)
+
+    monkeypatch.setattr(bundle_mod, "_pinned", recording)
+    engine = Engine.load(two, providers=["cpu"], precision="fp32")
+    assert engine.variant.graphs == {"model": "model.onnx"}
+    assert pinned == (["model.onnx"] if PINNED else [])
+    assert engine.bundle.blobs == {}
+    assert engine.embed(TEXTS).shape[0] == len(TEXTS)
+
+
 def test_file_changed_in_place_after_a_cached_hash_is_hashed_again(bundle_copy: Path) -> None:
     put(bundle_copy / "model.onnx", (bundle_copy / "model.onnx").read_bytes())  # our own inode, not a link
     load_bundle(bundle_copy)
