@@ -69,6 +69,12 @@ _CHUNK = 4096  # texts tokenized at once: bounds memory for huge lists; results 
 _HEADS_ROWS = 4096  # embeddings per heads.onnx run
 
 
+def _no_graphs(root: Path, m: Manifest) -> tuple[str, ...]:
+    """No graph's bytes stay from verification: each session reads its graph again, checked
+    (:meth:`Bundle.graph_source`), so a bundle of several variants costs the memory of the one that runs."""
+    return ()
+
+
 class Engine:
     """A loaded bundle, ready to answer. Build it with :meth:`Engine.load`."""
 
@@ -179,9 +185,7 @@ class Engine:
         if max_batch_tokens is not None:
             check_positive("max_batch_tokens", max_batch_tokens, ", None or 'auto'")
 
-        # no graph's bytes stay from verification: the sessions read each graph again, checked
-        # (Bundle.graph_source), so a bundle of several variants costs the memory of the one that runs
-        b = load_bundle(bundle, verify=verify, keep_graphs=lambda root, m: ())
+        b = load_bundle(bundle, verify=verify, keep_graphs=_no_graphs)  # sessions: Bundle.graph_source
         if Provider.TENSORRT in plan.chain:
             settings = tensorrt_settings(
                 settings,
