@@ -42,7 +42,15 @@ from mtst.runtime.manifest import MANIFEST_NAME, Layout, Manifest, Variant, sha2
 from mtst.runtime.manifest_schema import BundleLimitError, Limits, open_regular, read_fd
 from mtst.runtime.onnx_refs import external_data_refs_in
 
-__all__ = ["Bundle", "KeepGraphs", "clear_hash_cache", "hash_file", "load_bundle", "verify_bundle"]
+__all__ = [
+    "Bundle",
+    "KeepGraphs",
+    "clear_hash_cache",
+    "hash_file",
+    "load_bundle",
+    "no_graphs",
+    "verify_bundle",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -321,6 +329,13 @@ def _bundle_root(path: str | Path) -> Path:
 
 
 KeepGraphs = Callable[[Path, Manifest], Iterable[str]]
+
+
+def no_graphs(root: Path, manifest: Manifest) -> tuple[str, ...]:
+    """``keep_graphs`` for an engine: no graph's bytes stay from verification; each session reads its
+    graph again, checked (:meth:`Bundle.graph_source`), so a bundle of several variants costs the memory
+    of the one that runs."""
+    return ()
 
 
 def _verify(root: Path, manifest: Manifest, limits: Limits, keep_graphs: KeepGraphs | None = None) -> Bundle:

@@ -27,7 +27,7 @@ import numpy as np
 
 from mtst.errors import BundleError, ConfigError, parse_enum
 from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, check_positive
-from mtst.runtime.bundle import Bundle, load_bundle
+from mtst.runtime.bundle import Bundle, load_bundle, no_graphs
 from mtst.runtime.cache import EmbeddingCache
 from mtst.runtime.inputs import check_embeddings, check_head_logits
 from mtst.runtime.manifest import (
@@ -67,12 +67,6 @@ logger = logging.getLogger(__name__)
 
 _CHUNK = 4096  # texts tokenized at once: bounds memory for huge lists; results stream out in order
 _HEADS_ROWS = 4096  # embeddings per heads.onnx run
-
-
-def _no_graphs(root: Path, m: Manifest) -> tuple[str, ...]:
-    """No graph's bytes stay from verification: each session reads its graph again, checked
-    (:meth:`Bundle.graph_source`), so a bundle of several variants costs the memory of the one that runs."""
-    return ()
 
 
 class Engine:
@@ -184,8 +178,7 @@ class Engine:
             max_batch_tokens = AUTO_BATCH_TOKENS[plan.primary]
         if max_batch_tokens is not None:
             check_positive("max_batch_tokens", max_batch_tokens, ", None or 'auto'")
-
-        b = load_bundle(bundle, verify=verify, keep_graphs=_no_graphs)  # sessions: Bundle.graph_source
+        b = load_bundle(bundle, verify=verify, keep_graphs=no_graphs)  # sessions: Bundle.graph_source
         if Provider.TENSORRT in plan.chain:
             settings = tensorrt_settings(
                 settings,
