@@ -40,7 +40,7 @@ from pathlib import Path, PurePosixPath
 from mtst.errors import BundleError
 from mtst.runtime.manifest import MANIFEST_NAME, Layout, Manifest, Variant, sha256_file
 from mtst.runtime.manifest_schema import BundleLimitError, Limits, open_regular, read_fd
-from mtst.runtime.onnx_refs import external_data_refs_in
+from mtst.runtime.onnx_refs import ExternalRef, external_data_refs_fd, external_data_refs_in
 
 __all__ = [
     "Bundle",
@@ -288,10 +288,35 @@ def _hash_fd(fd: int, real: Path, st: os.stat_result, keep: bool) -> tuple[bytes
     return data, digest
 
 
-def _external_data(root: Path, manifest: Manifest, graph: str, data: bytes) -> tuple[tuple[str, str], ...]:
+def _graph_refs(
+    root: Path, graph: str, manifest: Manifest, limits: Limits, keep: bool
+) -> tuple[bytes | None, list[ExternalRef]]:
+    """Check the listed graph ``graph`` like any file; its external-data references, and its bytes
+    when ``keep`` (else its references are read from the file, its weights skipped, and the file must
+    not change while they are)."""
+    where = str(root / PurePosixPath(graph))
+    if keep:
+        data = _read_listed(root, graph, manifest, limits, keep=True)
+        assert data is not None  # keep=True
+        return data, external_data_refs_in(data, where)
+    fd, real, st = _open_listed(root, graph, manifest, limits)
+    try:
+        _, actual = _hash_fd(fd, real, st, keep=False)
+        _check_sha(root, graph, manifest, actual)
+        refs = external_data_refs_fd(fd, st.st_size, where)
+        if _key(real, os.fstat(fd)) != _key(real, st):
+            raise BundleError(f"{root}: {graph}: changed while being verified (load the bundle again)")
+    finally:
+        os.close(fd)
+    return None, refs
+
+
+def _external_data(
+    root: Path, manifest: Manifest, graph: str, refs: list[ExternalRef]
+) -> tuple[tuple[str, str], ...]:
     base = PurePosixPath(graph).parent
     out: list[tuple[str, str]] = []
-    for ref in external_data_refs_in(data, str(root / PurePosixPath(graph))):
+    for ref in refs:
         loc = ref.location
         where = f"{root}: {graph}: tensor {ref.tensor!r}: external data {loc!r}"
         p = PurePosixPath(loc)
@@ -346,12 +371,10 @@ def _verify(root: Path, manifest: Manifest, limits: Limits, keep_graphs: KeepGra
     blobs: dict[str, bytes] = {}
     externals: dict[str, tuple[tuple[str, str], ...]] = {}
     for graph in graphs:
-        data = _read_listed(root, graph, manifest, limits, keep=True)
-        assert data is not None  # keep=True
-        externals[graph] = _external_data(root, manifest, graph, data)
-        if graph in kept_graphs:
+        data, refs = _graph_refs(root, graph, manifest, limits, keep=graph in kept_graphs)
+        externals[graph] = _external_data(root, manifest, graph, refs)
+        if data is not None:
             blobs[graph] = data
-        del data  # a graph not kept is freed before the next one is read
     keep = {name for g in kept_graphs for _, name in externals.get(g, ())}
     if manifest.tokenizer:
         keep.add(manifest.tokenizer)

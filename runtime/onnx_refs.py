@@ -21,13 +21,15 @@ Field numbers follow ``onnx/onnx.proto`` (stable since IR version 3):
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, overload
 
 from mtst.errors import BundleError
 
-__all__ = ["ExternalRef", "external_data_refs", "external_data_refs_in"]
+__all__ = ["ExternalRef", "external_data_refs", "external_data_refs_fd", "external_data_refs_in"]
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
 _MAX_DEPTH = 64  # subgraphs nest (If/Loop bodies); real models stay far below this
@@ -54,7 +56,44 @@ class _Malformed(Exception):
     pass
 
 
-def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+class _Buf(Protocol):
+    """What the walk reads: one byte by index, a slice as bytes (a memoryview, or :class:`_FileBuf`)."""
+
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+    @overload
+    def __getitem__(self, i: slice) -> bytes | memoryview: ...
+
+
+class _FileBuf:
+    """An open file read as a :class:`_Buf` through ``pread`` in small windows: the walk skips tensor
+    payloads by their length, so a graph is checked without reading its weights into memory."""
+
+    _WINDOW = 1 << 16
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd, self._size = fd, size
+        self._start, self._data = 0, b""
+
+    @overload
+    def __getitem__(self, i: int) -> int: ...
+    @overload
+    def __getitem__(self, i: slice) -> bytes: ...
+    def __getitem__(self, i: int | slice) -> int | bytes:
+        if isinstance(i, slice):
+            return self._read(i.start, i.stop - i.start)
+        if not self._start <= i < self._start + len(self._data):
+            self._start, self._data = i, self._read(i, self._WINDOW)
+        return self._data[i - self._start]
+
+    def _read(self, pos: int, n: int) -> bytes:
+        out = os.pread(self._fd, min(n, max(self._size - pos, 0)), pos)
+        if pos < self._size and not out:
+            raise _Malformed(f"file ended early at byte {pos}")
+        return out
+
+
+def _varint(buf: _Buf, pos: int, end: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= end or shift > 63:
@@ -67,7 +106,7 @@ def _varint(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+def _fields(buf: _Buf, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
     """(field number, wire type, value start, value end or varint value) of one message's fields."""
     pos = start
     while pos < end:
@@ -92,14 +131,14 @@ def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, i
         raise _Malformed(f"message ends at byte {pos}, expected {end}")
 
 
-def _text(buf: memoryview, start: int, end: int) -> str:
+def _text(buf: _Buf, start: int, end: int) -> str:
     try:
         return bytes(buf[start:end]).decode("utf-8")
     except UnicodeDecodeError:
         raise _Malformed(f"invalid UTF-8 string at byte {start}") from None
 
 
-def _tensor(buf: memoryview, start: int, end: int, out: list[ExternalRef]) -> None:
+def _tensor(buf: _Buf, start: int, end: int, out: list[ExternalRef]) -> None:
     name = ""
     locations: list[str] = []
     for number, wire, a, b in _fields(buf, start, end):
@@ -117,7 +156,7 @@ def _tensor(buf: memoryview, start: int, end: int, out: list[ExternalRef]) -> No
     out.extend(ExternalRef(name, loc) for loc in locations)
 
 
-def _walk(buf: memoryview, kind: str, start: int, end: int, out: list[ExternalRef], depth: int) -> None:
+def _walk(buf: _Buf, kind: str, start: int, end: int, out: list[ExternalRef], depth: int) -> None:
     if depth > _MAX_DEPTH:
         raise _Malformed(f"messages nested deeper than {_MAX_DEPTH} levels")
     children = _CHILDREN[kind]
@@ -148,6 +187,19 @@ def external_data_refs_in(data: bytes | memoryview, where: str) -> list[External
         return out
     finally:
         buf.release()
+
+
+def external_data_refs_fd(fd: int, size: int, where: str) -> list[ExternalRef]:
+    """:func:`external_data_refs_in` of the open file ``fd`` (``size`` bytes), read by ``pread`` in
+    small pieces: its tensors' payloads are skipped, never read."""
+    if size == 0:
+        raise BundleError(f"{where}: empty file, expected an ONNX model")
+    out: list[ExternalRef] = []
+    try:
+        _walk(_FileBuf(fd, size), "model", 0, size, out, 0)
+    except _Malformed as exc:
+        raise BundleError(f"{where}: not a valid ONNX model ({exc})") from None
+    return out
 
 
 def external_data_refs(path: str | Path) -> list[ExternalRef]:

@@ -14,7 +14,7 @@ from mtst.errors import BundleError
 from mtst.runtime.bundle import clear_hash_cache, hash_file, load_bundle
 from mtst.runtime.engine import Engine
 from mtst.runtime.manifest import sha256_file
-from mtst.runtime.onnx_refs import external_data_refs
+from mtst.runtime.onnx_refs import external_data_refs, external_data_refs_fd
 
 
 def _manifest(bundle: Path) -> dict:
@@ -249,7 +249,19 @@ def test_external_data_through_symlink_out_is_refused(fresh_single: Path) -> Non
         ort.InferenceSession(str(fresh_single / "model.onnx"), providers=["CPUExecutionProvider"])
 
 
-def test_onnx_refs_agree_with_onnx(tmp_path: Path, toy) -> None:
+def _refs(path: Path, reader: str) -> list:
+    """The external-data references of ``path``: mapped whole, or read by pread with payloads skipped."""
+    if reader == "mapped":
+        return external_data_refs(path)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return external_data_refs_fd(fd, os.fstat(fd).st_size, str(path))
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("reader", ["mapped", "pread"])
+def test_onnx_refs_agree_with_onnx(tmp_path: Path, toy, reader: str) -> None:
     """Our wire-format reader finds the same external tensors as onnx's own loader."""
     import onnx
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
@@ -262,14 +274,15 @@ def test_onnx_refs_agree_with_onnx(tmp_path: Path, toy) -> None:
         for t in _get_all_tensors(onnx.load(path, load_external_data=False))
         if uses_external_data(t)
     )
-    got = sorted((r.tensor, r.location) for r in external_data_refs(path))
+    got = sorted((r.tensor, r.location) for r in _refs(path, reader))
     assert got == expected and len(got) >= 4
     inline = tmp_path / "inline.onnx"
     onnx.save(toy.graphs("single")["model"], inline)
-    assert external_data_refs(inline) == []
+    assert _refs(inline, reader) == []
 
 
-def test_onnx_refs_in_subgraphs_and_attributes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader", ["mapped", "pread"])
+def test_onnx_refs_in_subgraphs_and_attributes(tmp_path: Path, reader: str) -> None:
     """Tensors inside node attributes (Constant) and If-branches are found too."""
     from onnx import TensorProto, helper, numpy_helper
 
@@ -292,16 +305,17 @@ def test_onnx_refs_in_subgraphs_and_attributes(tmp_path: Path) -> None:
     )
     p = tmp_path / "if.onnx"
     p.write_bytes(helper.make_model(g).SerializeToString())
-    assert [(r.tensor, r.location) for r in external_data_refs(p)] == [("c", "c.bin"), ("c", "c.bin")]
+    assert [(r.tensor, r.location) for r in _refs(p, reader)] == [("c", "c.bin"), ("c", "c.bin")]
 
 
-def test_onnx_refs_malformed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader", ["mapped", "pread"])
+def test_onnx_refs_malformed(tmp_path: Path, reader: str) -> None:
     p = tmp_path / "bad.onnx"
     p.write_bytes(b"\x3a\xff\xff\xff\xff\x0f garbage")  # field 7, absurd length
     with pytest.raises(
         BundleError, match=r"bad.onnx: not a valid ONNX model \(field 7 at byte \d+ runs past"
     ):
-        external_data_refs(p)
+        _refs(p, reader)
     p.write_bytes(b"")
     with pytest.raises(BundleError, match=r"bad.onnx: empty file, expected an ONNX model"):
-        external_data_refs(p)
+        _refs(p, reader)
