@@ -65,6 +65,7 @@ from onnx import helper, numpy_helper
 
 from mtst.errors import ConfigError
 
+from .embedding_rows import int8_embedding_rows
 from .smooth import activation_rows, smooth_graph
 
 __all__ = ["activation_ranges", "dynamic_to_static", "fuse_integer_to_float", "quantize_static_cpu"]
@@ -247,14 +248,15 @@ def quantize_static_cpu(
     calibration: Sequence[Batch],
     method: str = DEFAULT_CALIBRATION,
     smooth_alpha: float | None = DEFAULT_SMOOTH_ALPHA,
-    embedding_fp32: bool = True,
+    embedding_fp32: bool = False,
 ) -> dict[str, Any]:
     """Write the ``int8-static-cpu`` graph of ``src`` (nodes named) to ``dst``; returns its options.
 
     ``method``: how each constant activation range is chosen (:func:`clip_range`); ``smooth_alpha``:
     SmoothQuant migration strength (:mod:`mtst.export.smooth`; None: off); ``embedding_fp32``: keep the
-    embedding lookup (``EmbedLayerNormalization``) fp32 instead of ``QEmbedLayerNormalization``'s uint8
-    per-tensor tables.
+    fused embedding lookup (``EmbedLayerNormalization``) with its fp32 word table instead of the int8
+    per-row table (:mod:`mtst.export.embedding_rows`). The lookup is never ``QEmbedLayerNormalization``
+    (uint8 per-tensor tables).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -262,16 +264,19 @@ def quantize_static_cpu(
         raise ConfigError("int8-static-cpu needs calibration batches (real sentences)")
     if method != "minmax":
         clip_range(np.ones(1), np.array([0.0, 1.0]), method)  # a bad method fails before any work
-    if embedding_fp32:
-        types = {n.name: n.op_type for n in onnx.load(str(src), load_external_data=False).graph.node}
-        nodes = [n for n in nodes if types.get(n) != "EmbedLayerNormalization"]
+    types = {n.name: n.op_type for n in onnx.load(str(src), load_external_data=False).graph.node}
+    nodes = [n for n in nodes if types.get(n) != "EmbedLayerNormalization"]
     with tempfile.TemporaryDirectory(prefix="mtst-static-cpu-") as work:
         dynamic = Path(work) / "dynamic.onnx"
+        fp32 = onnx.load(str(src))
+        embedding: dict[str, Any] = {"embedding": "fp32"}
+        if not embedding_fp32:  # before smoothing and calibration: both see the int8 table's values
+            fp32, embedding = int8_embedding_rows(fp32)
         smoothing: dict[str, Any] | None = None
         if smooth_alpha is not None:
-            smoothed, smoothing = smooth_graph(onnx.load(str(src)), calibration, nodes, smooth_alpha)
-            src = Path(work) / "smoothed.onnx"
-            onnx.save(smoothed, str(src))
+            fp32, smoothing = smooth_graph(fp32, calibration, nodes, smooth_alpha)
+        src = Path(work) / "prepared.onnx"
+        onnx.save(fp32, str(src))
         quantize_dynamic(
             src,
             dynamic,
@@ -288,7 +293,7 @@ def quantize_static_cpu(
         "activations": "uint8 per tensor, constant scales over calibration (zero included)",
         "calibration_method": method,
         "smoothing": smoothing,  # None: off; else alpha and how many nodes were smoothed / folded
-        "embedding_fp32": embedding_fp32,
+        **embedding,  # "embedding": "int8 per row" or "fp32" (+ a note when the graph has no lookup to unfuse)
         "batch_invariant": True,
         "calibration_batches": len(calibration),
         "calibration_sentences": int(sum(len(b["input_ids"]) for b in calibration)),
