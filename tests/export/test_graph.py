@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx import numpy_helper
 from tokenizers import Tokenizer
 
 from mtst.errors import ParityError
@@ -111,14 +112,14 @@ def test_int8_on_the_tiny_model_and_the_guard_in_agreement_mode(
     ops = {n.op_type for n in onnx.load(str(out / "model.int8-static-cpu.onnx")).graph.node}
     assert "DynamicQuantizeLinear" not in ops and "MatMulInteger" not in ops
     assert {"QuantizeLinear", "MatMulIntegerToFloat", "QAttention"} <= ops
-    # smoothed before quantizing, the embedding lookup left fp32; what was done is in the manifest
+    # smoothed before quantizing, the word table int8 per row; what was done is in the manifest
     quant = v.details["quantization"]
-    assert quant["calibration_method"] == "minmax" and quant["embedding_fp32"] is True
+    assert quant["calibration_method"] == "minmax" and quant["embedding"] == "int8 per row"
     smoothing = quant["smoothing"]
     assert (
         smoothing["alpha"] == 0.85 and smoothing["nodes"] == smoothing["folded"] + smoothing["mul_nodes"] > 0
     )
-    assert "EmbedLayerNormalization" in ops and "QEmbedLayerNormalization" not in ops
+    assert "EmbedLayerNormalization" not in ops and "QEmbedLayerNormalization" not in ops
     graph = onnx.load(str(out / "model.int8-static-cpu.onnx")).graph
     assert sum(n.name.endswith("_smooth") for n in graph.node) == smoothing["mul_nodes"]
     assert report.guard == "label agreement on real sentences (no validation data)"
@@ -128,6 +129,10 @@ def test_int8_on_the_tiny_model_and_the_guard_in_agreement_mode(
     assert tasks["intent"]["mode"] == "agreement" and tasks["intent"]["label_agreement"] >= 0.97
     doc = json.loads((out / "parity.json").read_text())
     assert doc["bounds"]["int8-static-cpu/single"]["label_agreement"] == 0.80
+    # no fp32 vocab-sized table left; the exported variant's embeddings stay close to torch fp32
+    tables = [numpy_helper.to_array(i) for i in graph.initializer if i.dims[:1] == [30522]]
+    assert sorted((t.dtype.name, t.shape) for t in tables) == [("float32", (30522, 1)), ("int8", (30522, 32))]
+    assert doc["variants"]["int8-static-cpu/single"]["embedding"]["cos_min"] > 0.98
 
 
 def test_guard_refuses_with_a_table_when_no_attempt_is_good_enough(
