@@ -143,6 +143,11 @@ def _csv(values: tuple[str, ...]) -> tuple[str, ...]:
 @click.option("--swaps", type=int, default=20, show_default=True)
 @click.option("--cold-start-runs", type=int, default=3, show_default=True)
 @click.option(
+    "--cpp-build",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="The C++ runtime's build folder: mtst-cpp-predict joins the cold-start scenario.",
+)
+@click.option(
     "--profile/--no-profile", default=True, show_default=True, help="Where the time of a request goes."
 )
 @click.option(

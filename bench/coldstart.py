@@ -33,7 +33,7 @@ import numpy as np
 
 from mtst.errors import MtstError
 
-__all__ = ["ColdStart", "ColdStartSpec", "mtst_spec", "run_cold_starts"]
+__all__ = ["ColdStart", "ColdStartSpec", "cpp_spec", "find_cpp_app", "mtst_spec", "run_cold_starts"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ print("MTST_BENCH_COLD " + json.dumps({
 
 @dataclass(frozen=True, slots=True)
 class ColdStartSpec:
-    """What one system's child process runs (Python source, executed in order; ``args`` holds ``params``).
+    """What one system's child process runs (Python source, executed in order; ``args`` holds ``params``),
+    or a native program (``command``) that reports its own phases (:func:`cpp_spec`).
 
     mtst's is :func:`mtst_spec`; each peer writes its own (:meth:`mtst.bench.peers.PeerKind.cold_start`).
     """
@@ -77,6 +78,7 @@ class ColdStartSpec:
     params: dict[str, Any]
     env: dict[str, str] = field(default_factory=dict)  # set for the child (e.g. a forced CPU ISA)
     python: str | None = None  # the child's interpreter (a peer in another environment); None: this one
+    command: tuple[str, ...] = ()  # a native program instead of Python (the fields above then unused)
 
 
 def mtst_spec(
@@ -108,6 +110,23 @@ def mtst_spec(
             "spinning": spinning,
         },
     )
+
+
+def cpp_spec(name: str, app: Path, bundle: Path, sentence: str, *, precision: str | None) -> ColdStartSpec:
+    """The C++ runtime's command-line app answering ``sentence``: one intra-op thread (as the Python
+    engine's CPU setting), ``-v`` for its own report of peak RSS and phase times (wall clock)."""
+    cmd = [str(app), str(bundle), sentence, "--provider", "cpu", "--threads", "1", "-v"]
+    if precision:
+        cmd += ["--precision", precision]
+    return ColdStartSpec(name=name, imports="", load="", first="", params={}, command=tuple(cmd))
+
+
+def find_cpp_app(build: Path) -> Path:
+    """``mtst-cpp-predict`` in the CMake build folder (or install prefix) ``build``."""
+    for rel in ("runtime/cpp/mtst-cpp-predict", "mtst-cpp-predict", "bin/mtst-cpp-predict"):
+        if (build / rel).is_file():
+            return build / rel
+    raise MtstError(f"--cpp-build {build}: no mtst-cpp-predict in it (build the C++ runtime: README, C++)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +179,8 @@ def run_child(spec: ColdStartSpec, *, timeout_s: float = 300.0, pycache: str | N
     """One fresh process; returns its phase times (absolute) and peak RSS, plus ``t_spawn``.
 
     ``pycache``: the folder the child keeps compiled bytecode in (None: as the environment says)."""
+    if spec.command:
+        return _run_native(spec, timeout_s)
     args = {"imports": spec.imports, "load": spec.load, "first": spec.first, **spec.params}
     t_spawn = time.time()
     proc = subprocess.run(
@@ -179,6 +200,40 @@ def run_child(spec: ColdStartSpec, *, timeout_s: float = 300.0, pycache: str | N
     out: dict[str, Any] = json.loads(line.removeprefix("MTST_BENCH_COLD "))
     out["t_spawn"] = t_spawn
     return out
+
+
+def _run_native(spec: ColdStartSpec, timeout_s: float) -> dict[str, Any]:
+    """A native program's run: its ``-v`` report (``peak RSS N kB``; ``times: started T loaded T
+    answered T``, wall clock) read from its stderr."""
+    t_spawn = time.time()
+    proc = subprocess.run(
+        list(spec.command),
+        capture_output=True,
+        text=True,
+        env=_child_env(spec.env),
+        timeout=timeout_s,
+        check=False,
+    )
+    lines = proc.stderr.splitlines()
+    peak = next((x.split()[2] for x in lines if x.startswith("peak RSS ")), None)
+    times = next((x.split() for x in lines if x.startswith("times: ")), None)
+    if proc.returncode != 0 or peak is None or times is None or len(times) != 7:
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
+        raise MtstError(
+            f"cold start of {spec.name}: {spec.command[0]} failed or did not report its times "
+            f"(exit {proc.returncode}):\n{tail}"
+        )
+    started, loaded, answered = float(times[2]), float(times[4]), float(times[6])
+    return {
+        "t_spawn": t_spawn,
+        "t_start": started,
+        "t_import": started,
+        "t_load": loaded,
+        "t_first": answered,
+        "peak_rss_kb": int(peak),
+        "torch_loaded": False,
+        "extra": {"program": Path(spec.command[0]).name},
+    }
 
 
 def run_cold_starts(

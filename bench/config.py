@@ -62,6 +62,7 @@ class BenchConfig:
     swap_heads: Path | None = None
     swaps: int = 20
     cold_start_runs: int = 3
+    cpp_build: Path | None = None  # the C++ runtime's build folder: its CLI joins the cold-start scenario
     profile: bool = True
     progress: bool = True
     command: str = ""
@@ -97,7 +98,7 @@ class BenchConfig:
         d["bundles"] = [str(b) for b in self.bundles]
         d["provider"] = self.provider.value
         d["scenarios"] = [s.value for s in self.scenarios]
-        for k in ("data", "checkpoint", "swap_heads"):
+        for k in ("data", "checkpoint", "swap_heads", "cpp_build"):
             d[k] = None if d[k] is None else str(d[k])
         d.pop("command")
         d.pop("progress")

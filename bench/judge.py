@@ -26,9 +26,14 @@ def judge(
     for name in mtst:
         rows.append(_realtime_vs_peers(name, peers, scenarios.realtime))
         rows.append(_throughput_vs_peers(name, peers, scenarios.throughput))
+        rows.append(_same_batches_vs_peers(name, peers, scenarios.throughput))
         rows += _fidelity(name, fidelity.get(name))
         rows.append(_heads_only(name, (scenarios.frozen_backbone or {}).get(name)))
-        rows += _cold_start(name, (scenarios.cold_start or {}).get(name))
+        cold = scenarios.cold_start or {}
+        rows += _cold_start(name, cold.get(name))
+        native = f"{name} (C++ runtime)"  # mtst-bench --cpp-build
+        if native in cold:
+            rows += _cold_start(native, cold[native])
     return rows
 
 
@@ -70,6 +75,21 @@ def _throughput_vs_peers(name: str, peers: Sequence[str], tp: Throughput | None)
         name,
         peers,
         None if tp is None else {n: row.sentences_per_s for n, row in tp.rows.items()},
+        scenario="throughput",
+        best=max,
+        against=lambda peer, theirs, mine: f"fastest peer {peer}: {theirs:.1f} sentences/s (mtst {mine:.1f})",
+    )
+
+
+def _same_batches_vs_peers(name: str, peers: Sequence[str], tp: Throughput | None) -> tg.TargetResult:
+    same = None if tp is None else tp.same_batches
+    if tp is not None and same is None:
+        return tg.check("same_batches_vs_fastest_peer", name, None, note="same-batches run off")
+    return _vs_fastest_peer(
+        "same_batches_vs_fastest_peer",
+        name,
+        [p for p in peers if same is None or p in same],
+        None if same is None else {n: row.sentences_per_s for n, row in same.items()},
         scenario="throughput",
         best=max,
         against=lambda peer, theirs, mine: f"fastest peer {peer}: {theirs:.1f} sentences/s (mtst {mine:.1f})",

@@ -267,10 +267,11 @@ def _cold_start(cold: Mapping[str, ColdStart]) -> list[str]:
         "## Cold start: a new process imports, loads, answers one sentence",
         "",
         "Medians over fresh processes (after one warm-up run each: the file cache is warm). "
-        "Total = spawn → first answer.",
+        "Total = spawn → first answer; start = the interpreter's start-up (a native program: exec and "
+        "dynamic linking).",
         "",
     ]
-    header = ["system", "total s", "python s", "import s", "load s", "first answer s", "peak RSS MB"]
+    header = ["system", "total s", "start s", "import s", "load s", "first answer s", "peak RSS MB"]
     return out + _table(
         [*header, "torch loaded"],
         (

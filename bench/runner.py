@@ -29,7 +29,7 @@ from mtst.errors import ConfigError, MtstError
 from mtst.runtime.providers import Provider
 
 from .breakdown import RequestProfile, profile_request
-from .coldstart import ColdStart, ColdStartSpec, mtst_spec, run_cold_starts
+from .coldstart import ColdStart, ColdStartSpec, cpp_spec, find_cpp_app, mtst_spec, run_cold_starts
 from .config import BenchConfig, Scenario
 from .data import length_stats, load_bundle_sentences, load_sentences
 from .engines import MtstSystem, bundle_facts, engine_threads, load_mtst_systems, token_lengths
@@ -341,6 +341,18 @@ def _cold_start(
         )
         for m in mtst
     ]
+    if config.cpp_build is not None:
+        app = find_cpp_app(config.cpp_build)
+        specs += [
+            cpp_spec(
+                f"{m.name} (C++ runtime)",
+                app,
+                m.engine.bundle.root,
+                sentence,
+                precision=m.engine.variant.precision.value,
+            )
+            for m in mtst
+        ]
     specs += peers
     try:
         with progress.stage("cold start", len(specs) * (config.cold_start_runs + 1)) as tick:

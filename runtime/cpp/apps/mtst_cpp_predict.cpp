@@ -1,9 +1,11 @@
 // mtst-cpp-predict BUNDLE [TEXT... | --file FILE]: every head of a bundle for each text, one JSON object a
 // line, in the schema (and byte for byte the layout) of `mtst-predict --format json`.
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <iomanip>
 #include <iostream>
 #include <map>
 #include <string>
@@ -52,7 +54,9 @@ Options:
   --logits                      Include raw logits in JSON output.
   --no-verify                   Skip the sha256 check of the bundle's files.
   -v, --verbose                 Print the engine (variant, providers) and, at the
-                                end, the peak RSS of the process on stderr.
+                                end, the peak RSS of the process and when it
+                                started, had loaded and had answered (wall clock,
+                                Unix seconds) on stderr.
   --version                     Print the versions and exit.
   -h, --help                    Show this message and exit.
 )";
@@ -173,7 +177,19 @@ long peak_rss_kb() {
     return -1;
 }
 
-int run(int argc, char** argv) {
+// Wall-clock time in Unix seconds (comparable with another process's, e.g. a benchmark's time.time()).
+double unix_seconds() {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+void report(double started, double loaded) {
+    const double answered = unix_seconds();
+    std::cerr << "peak RSS " << peak_rss_kb() << " kB\n"
+              << std::fixed << std::setprecision(6) << "times: started " << started << " loaded " << loaded
+              << " answered " << answered << "\n";
+}
+
+int run(int argc, char** argv, double started) {
     std::vector<std::string> positional, providers, thresholds;
     std::string file, npy_path;
     bool has_file = false, verbose = false, json_embedding = false;
@@ -259,6 +275,7 @@ int run(int argc, char** argv) {
     if (!providers.empty()) lo.providers = providers;
 
     const mtst::Engine engine = mtst::Engine::load(bundle, lo);
+    const double loaded = unix_seconds();
     if (verbose) {
         std::string providers_list;
         for (const auto& p : engine.active_providers()) providers_list += (providers_list.empty() ? "" : ", ") + p;
@@ -270,7 +287,8 @@ int run(int argc, char** argv) {
     if (!texts.empty()) {
         emit(engine.predict(texts, po), po, json_embedding, npy_out);
         if (npy_out) npy.write(npy_path);
-        if (verbose) std::cerr << "peak RSS " << peak_rss_kb() << " kB\n";
+        std::cout.flush();
+        if (verbose) report(started, loaded);
         return 0;
     }
     std::ifstream f;
@@ -292,16 +310,18 @@ int run(int argc, char** argv) {
         done += chunk.size();
     });
     if (npy_out) npy.write(npy_path);
-    if (verbose) std::cerr << "peak RSS " << peak_rss_kb() << " kB\n";
+    std::cout.flush();
+    if (verbose) report(started, loaded);
     return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+    const double started = unix_seconds();
     std::ios::sync_with_stdio(false);
     try {
-        return run(argc, argv);
+        return run(argc, argv, started);
     } catch (const mtst::apps::UsageError& e) {
         std::cout.flush();
         std::cerr << kUsage << "\nTry 'mtst-cpp-predict -h' for help.\n\nError: " << e.what() << "\n";
