@@ -21,6 +21,7 @@ batches of 32), one batch per ``predict`` call as ``MtstSystem.run_given`` runs 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -265,7 +266,7 @@ def _batch_stages(
         inputs = {i.name: (feeds if role == first else values)[i.name] for i in sess.get_inputs()}
         names = [o.name for o in sess.get_outputs()]
         values.update(zip(names, sess.run(names, inputs), strict=True))
-        stages[role] = lambda sess=sess, inputs=inputs: sess.run(None, inputs)
+        stages[role] = functools.partial(sess.run, None, inputs)
     sentence = [h for h in heads if h.kind is HeadKind.SENTENCE]
     token = [h for h in heads if h.kind is HeadKind.TOKEN]
     idx = np.arange(len(texts))
