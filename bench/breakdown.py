@@ -12,10 +12,11 @@ The op profile comes from ONNX Runtime's own profiler (``enable_profiling``) on 
 time of every node, summed by op type (MatMulInteger, Attention, SkipLayerNormalization, ...).
 
 :func:`profile_batches` does the same for given batches (the throughput scenario's token-sorted
-batches of 32), one batch per ``predict`` call as ``MtstSystem.run_given`` runs them, stage by stage:
-``tokenize`` (encode + pad), each graph of the variant (``encoder``/``model``, ``heads``,
-``token_heads``), ``decode`` (sentence heads' softmax and labels, token heads' entities) and
-``glue`` (``predict`` minus the stages: batching, result objects, Python around them).
+batches of 32), one batch per ``predict`` call as ``MtstSystem.run_given`` runs them (each batch in the
+engine's runs of at most ``max_batch_tokens`` padded tokens), stage by stage: ``tokenize`` (encode +
+pad), each graph of the variant (``encoder``/``model``, ``heads``, ``token_heads``), ``decode``
+(sentence heads' softmax and labels, token heads' entities) and ``glue`` (``predict`` minus the
+stages: batching, result objects, Python around them).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from mtst.runtime.batching import plan_batches
 from mtst.runtime.manifest import HeadKind, Layout
 from mtst.runtime.providers import CPU_DISABLED_OPTIMIZERS, Provider
 from mtst.runtime.results import decode_sentence, head_decodings, token_sink
@@ -246,37 +248,55 @@ class BatchProfile:
         )
 
 
+def _each(calls: Sequence[Callable[[], Any]]) -> None:
+    for call in calls:
+        call()
+
+
 def _batch_stages(
     ms: MtstSystem, sessions: dict[str, ort.InferenceSession], texts: list[str]
 ) -> dict[str, Callable[[], Any]]:
-    """One callable per stage of ``predict(texts)`` (all heads), each on inputs the stage before made."""
+    """One callable per stage of ``predict(texts)`` (all heads), each on inputs the stage before made,
+    in the runs the engine cuts the batch into (at most its ``max_batch_tokens`` padded tokens)."""
     tok = ms.tokenizer
-    engine = ms.padded_engine or ms.engine
+    engine = ms.given_engine or ms.padded_engine or ms.engine
     heads = list(engine.heads.values())
     decodings = head_decodings(heads)
     encs, _ = tok.encode(texts)
-    feeds = tok.pad(encs)
-    stages: dict[str, Callable[[], Any]] = {"tokenize": lambda: tok.pad(tok.encode(texts)[0])}
+    lengths = np.fromiter((len(e) for e in encs), dtype=np.int64, count=len(encs))
+    plan = plan_batches(lengths, max_batch=engine.batch_size, max_tokens=engine.max_batch_tokens)
+    runs = [(idx, [encs[i] for i in idx.tolist()]) for idx in plan.batches]
+
+    def tokenize() -> None:
+        got, _ = tok.encode(texts)
+        for idx, _ in runs:
+            tok.pad([got[i] for i in idx.tolist()])
+
+    stages: dict[str, Callable[[], Any]] = {"tokenize": tokenize}
     first = "model" if "model" in sessions else "encoder"
-    values: dict[str, np.ndarray] = {}
+    values: list[dict[str, np.ndarray]] = [{} for _ in runs]
     for role in (first, "heads", "token_heads"):
         sess = sessions.get(role)
         if sess is None:
             continue
-        inputs = {i.name: (feeds if role == first else values)[i.name] for i in sess.get_inputs()}
         names = [o.name for o in sess.get_outputs()]
-        values.update(zip(names, sess.run(names, inputs), strict=True))
-        stages[role] = functools.partial(sess.run, None, inputs)
+        calls = []
+        for (_, run_encs), vals in zip(runs, values, strict=True):
+            source = tok.pad(run_encs) if role == first else vals
+            inputs = {i.name: source[i.name] for i in sess.get_inputs()}
+            vals.update(zip(names, sess.run(names, inputs), strict=True))
+            calls.append(functools.partial(sess.run, None, inputs))
+        stages[role] = functools.partial(_each, calls)
     sentence = [h for h in heads if h.kind is HeadKind.SENTENCE]
     token = [h for h in heads if h.kind is HeadKind.TOKEN]
-    idx = np.arange(len(texts))
 
     def decode() -> None:
-        for h in sentence:
-            decode_sentence(values[h.output], h.labels, decodings[h.name])
         sink = token_sink(texts, token, [{} for _ in texts], None, decodings)
-        if sink is not None:
-            sink(idx, encs, [values[h.output] for h in token])
+        for (idx, run_encs), vals in zip(runs, values, strict=True):
+            for h in sentence:
+                decode_sentence(vals[h.output], h.labels, decodings[h.name])
+            if sink is not None:
+                sink(idx, run_encs, [vals[h.output] for h in token])
 
     stages["decode"] = decode
     stages["predict"] = lambda: engine.predict(texts)
