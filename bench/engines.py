@@ -66,6 +66,11 @@ class MtstSystem:
         """
         self._each(self.given_engine, batches)
 
+    def run_given_whole(self, batches: Sequence[Sequence[str]]) -> None:
+        """Each of ``batches`` as one graph run, no token bound (the plain padded engine), as many at a
+        time as :meth:`run_given`: the same batches without the engine's runs of ``max_batch_tokens``."""
+        self._each(self.padded_engine, batches)
+
     def _each(self, engine: Engine | None, batches: Sequence[Sequence[str]]) -> None:
         engine = engine or self.engine
         slices = [list(b) for b in batches]

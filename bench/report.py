@@ -263,15 +263,28 @@ def _frozen_backbone(frozen: Mapping[str, FrozenBackbone]) -> list[str]:
 
 
 def _cold_start(cold: Mapping[str, ColdStart]) -> list[str]:
+    native = any("program" in c.extra for c in cold.values())  # mtst-bench --cpp-build
     out = [
         "## Cold start: a new process imports, loads, answers one sentence",
         "",
         "Medians over fresh processes (after one warm-up run each: the file cache is warm). "
-        "Total = spawn → first answer; start = the interpreter's start-up (a native program: exec and "
-        "dynamic linking).",
+        "Total = spawn → first answer"
+        + (
+            "; start = the interpreter's start-up (a native program: exec and dynamic linking)."
+            if native
+            else "."
+        ),
         "",
     ]
-    header = ["system", "total s", "start s", "import s", "load s", "first answer s", "peak RSS MB"]
+    header = [
+        "system",
+        "total s",
+        "start s" if native else "python s",
+        "import s",
+        "load s",
+        "first answer s",
+    ]
+    header.append("peak RSS MB")
     return out + _table(
         [*header, "torch loaded"],
         (

@@ -42,7 +42,7 @@ from .reference import TorchReference
 from .results import BenchReport, DataFacts, ReferenceInfo, Scenarios, Skipped, SystemResult
 from .system import collect_system_info, load_average
 from .systems import System
-from .throughput import Throughput, measure_throughput
+from .throughput import PADDED_SUFFIX, Throughput, measure_throughput
 
 __all__ = ["run_benchmark"]
 
@@ -299,7 +299,8 @@ def _throughput(
             reference=mtst[0].name,
             max_tokens={m.name: m.engine.max_batch_tokens for m in mtst},
             padded_runs={m.name: m.run_padded for m in mtst},
-            given_runs={m.name: m.run_given for m in mtst},
+            given_runs={m.name: m.run_given for m in mtst}
+            | {m.name + PADDED_SUFFIX: m.run_given_whole for m in mtst if m.padded_engine is not None},
             on_round=tick,
         )
 

@@ -129,13 +129,14 @@ def measure_throughput(
     warmup: bool = True,
     max_tokens: dict[str, int | None] | None = None,
     padded_runs: dict[str, Callable[[Sequence[str]], Any]] | None = None,
-    given_runs: dict[str, Callable[[Sequence[Sequence[str]]], Any]] | None = None,
+    given_runs: Mapping[str, Callable[[Sequence[Sequence[str]]], Any]] | None = None,
     same_batches: bool = True,
     on_round: Callable[[], None] | None = None,
 ) -> Throughput:
     """``padded_runs``: for each mtst system, its corpus pass in plain consecutive padded batches;
-    ``given_runs``: how a system runs given batches when not ``System.given_batches`` (mtst: each batch
-    whole, as many at a time as it runs batches); ``same_batches``: also run every system on the same
+    ``given_runs``: how a system runs given batches when not ``System.given_batches`` (mtst: one
+    ``predict`` call per batch, as many at a time as it runs batches), and extra rows of the same
+    batches (mtst's plain padded engine: each batch one graph run); ``same_batches``: also run every system on the same
     token-sorted batches; ``reference``: the system the ratios are taken against."""
     corpus = list(corpus)
     runners: dict[str, Callable[[Sequence[str]], Any]] = {s.name: s.run_corpus for s in systems}
@@ -197,6 +198,9 @@ def _same_batches(
     index = corpus_batches(Batching.LENGTH_SORTED, lengths, corpus, batch_size=batch_size)
     batches = [[corpus[i] for i in idx.tolist()] for idx in index]
     runners = {s.name: given_runs.get(s.name, s.given_batches) for s in systems}
+    runners |= {
+        name: fn for name, fn in given_runs.items() if name not in runners
+    }  # e.g. mtst, each batch one run
     gc.collect()
     times = interleaved(runners, [batches] * rounds, rounds=1, warmup=1 if warmup else 0, on_item=on_round)
     waste = padding_waste(lengths, index)
