@@ -222,12 +222,18 @@ def _throughput(tp: Throughput, fidelity: Mapping[str, Fidelity | None]) -> list
         header += ["same sorted batches, sentences/s", f"× {ref} (same batches)"]
         first = next(iter(same.values()), None)
         if first is not None:
-            out += [
+            text = (
                 f"Same sorted batches: every system runs the same {first.n_batches} batches (the corpus sorted "
                 f"by token length, {tp.batch_size} a batch, padding waste {_pct(first.padding_waste)}), each "
-                "as one batch: the engines compared without their batching.",
-                "",
-            ]
+                "as one batch: the engines compared without their batching."
+            )
+            if any(name.endswith(PADDED_SUFFIX) for name in same):
+                text += (
+                    " mtst answers each batch with one `predict` call, which runs it in pieces of at most "
+                    "the engine's `max_batch_tokens` padded tokens (256 on CPU: a piece's activations stay "
+                    "in the core's cache); its `(plain padded batches)` row runs each batch in one piece."
+                )
+            out += [text, ""]
     out += _table([*header, "cos min", "label agreement"], (row(name) for name in tp.rows))
     for name, gain in tp.bucketing_gain.items():
         out.append(f"- {name}: length buckets run {_f(gain)}× the sentences/s of plain padded batches")
