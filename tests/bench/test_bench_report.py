@@ -41,7 +41,8 @@ def test_committed_reports_read_back_byte_for_byte(path: Path) -> None:
     report = read_report(path)
     assert _json_text(report) == path.read_text(encoding="utf-8")
     assert render_markdown(report) == (path.parent / "report.md").read_text(encoding="utf-8")
-    assert {s.name for s in report.systems} >= {"mtst int8-dynamic", "torch eager fp32", "st onnx"}
+    names = {s.name for s in report.systems}
+    assert any(n.startswith("mtst ") for n in names) and len(names) >= 2  # mtst and at least one peer
 
 
 def test_read_report_errors(tmp_path: Path) -> None:
