@@ -282,15 +282,8 @@ def _cold_start(cold: Mapping[str, ColdStart]) -> list[str]:
         ),
         "",
     ]
-    header = [
-        "system",
-        "total s",
-        "start s" if native else "python s",
-        "import s",
-        "load s",
-        "first answer s",
-    ]
-    header.append("peak RSS MB")
+    start = "start s" if native else "python s"
+    header = ["system", "total s", start, "import s", "load s", "first answer s", "peak RSS MB"]
     return out + _table(
         [*header, "torch loaded"],
         (

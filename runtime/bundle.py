@@ -32,7 +32,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -44,11 +44,9 @@ from mtst.runtime.onnx_refs import ExternalRef, external_data_refs_fd, external_
 
 __all__ = [
     "Bundle",
-    "KeepGraphs",
     "clear_hash_cache",
     "hash_file",
     "load_bundle",
-    "no_graphs",
     "verify_bundle",
 ]
 
@@ -237,15 +235,27 @@ def _read_listed(root: Path, name: str, manifest: Manifest, limits: Limits, keep
 
 
 @contextmanager
+def _hashed_open(
+    root: Path, name: str, manifest: Manifest, limits: Limits
+) -> Iterator[tuple[int, Path, os.stat_result, str]]:
+    """The listed file ``name`` open (fd, real path, fstat, sha256) once its place, kind, cap, size and
+    sha256 are checked -- hashed as a stream, never held; closed when the block ends."""
+    fd, real, st = _open_listed(root, name, manifest, limits)
+    try:
+        _, actual = _hash_fd(fd, real, st, keep=False)
+        _check_sha(root, name, manifest, actual)
+        yield fd, real, st, actual
+    finally:
+        os.close(fd)
+
+
+@contextmanager
 def _pinned(root: Path, name: str, manifest: Manifest, limits: Limits) -> Iterator[Path]:
     """A path naming the open, checked file ``name`` itself (``/proc/self/fd/N``: renaming or replacing
     the file in the folder does not change what it reads), valid inside the ``with``; when the block
     ends the file must be unchanged (size, mtime, ctime, inode -- any write moves ctime), or else hash
     to the same sha256 again, so what the block read is what was hashed."""
-    fd, real, st = _open_listed(root, name, manifest, limits)
-    try:
-        _, actual = _hash_fd(fd, real, st, keep=False)
-        _check_sha(root, name, manifest, actual)
+    with _hashed_open(root, name, manifest, limits) as (fd, real, st, actual):
         yield _PROC_FD / str(fd)
         after = os.fstat(fd)
         if _key(real, after) != _key(real, st):
@@ -256,8 +266,6 @@ def _pinned(root: Path, name: str, manifest: Manifest, limits: Limits) -> Iterat
                 raise BundleError(
                     f"{root}: {name}: changed while ONNX Runtime read it (load the bundle again)"
                 )
-    finally:
-        os.close(fd)
 
 
 def _hash_fd(fd: int, real: Path, st: os.stat_result, keep: bool) -> tuple[bytes | None, str]:
@@ -299,15 +307,10 @@ def _graph_refs(
         data = _read_listed(root, graph, manifest, limits, keep=True)
         assert data is not None  # keep=True
         return data, external_data_refs_in(data, where)
-    fd, real, st = _open_listed(root, graph, manifest, limits)
-    try:
-        _, actual = _hash_fd(fd, real, st, keep=False)
-        _check_sha(root, graph, manifest, actual)
+    with _hashed_open(root, graph, manifest, limits) as (fd, real, st, _):
         refs = external_data_refs_fd(fd, st.st_size, where)
         if _key(real, os.fstat(fd)) != _key(real, st):
             raise BundleError(f"{root}: {graph}: changed while being verified (load the bundle again)")
-    finally:
-        os.close(fd)
     return None, refs
 
 
@@ -353,21 +356,13 @@ def _bundle_root(path: str | Path) -> Path:
     return Path(os.path.realpath(given))
 
 
-KeepGraphs = Callable[[Path, Manifest], Iterable[str]]
-
-
-def no_graphs(root: Path, manifest: Manifest) -> tuple[str, ...]:
-    """``keep_graphs`` for an engine: no graph's bytes stay from verification; each session reads its
-    graph again, checked (:meth:`Bundle.graph_source`), so a bundle of several variants costs the memory
-    of the one that runs."""
-    return ()
-
-
-def _verify(root: Path, manifest: Manifest, limits: Limits, keep_graphs: KeepGraphs | None = None) -> Bundle:
+def _verify(
+    root: Path, manifest: Manifest, limits: Limits, keep_graphs: Iterable[str] | None = None
+) -> Bundle:
     """Steps 2-4 of the module docstring; the bundle holds the bytes of the graphs ``keep_graphs``
     names (all when None), their external data and the tokenizer."""
     graphs = sorted({g for v in manifest.variants for g in v.graphs.values()})
-    kept_graphs = set(graphs) if keep_graphs is None else set(keep_graphs(root, manifest))
+    kept_graphs = set(graphs) if keep_graphs is None else set(keep_graphs)
     blobs: dict[str, bytes] = {}
     externals: dict[str, tuple[tuple[str, str], ...]] = {}
     for graph in graphs:
@@ -413,13 +408,15 @@ def load_bundle(
     *,
     verify: bool = True,
     limits: Limits | None = None,
-    keep_graphs: KeepGraphs | None = None,
+    keep_graphs: Iterable[str] | None = None,
 ) -> Bundle:
     """Read ``manifest.json`` of the bundle at ``path`` and (by default) verify the whole folder.
 
-    ``limits``: the size caps (default: :meth:`Limits.from_env`). ``keep_graphs(root, manifest)``: the
-    graph files whose verified bytes the bundle keeps for sessions (default: all); every file is
-    verified either way, and a graph not kept is read and checked again if it is asked for.
+    ``limits``: the size caps (default: :meth:`Limits.from_env`). ``keep_graphs``: the graph files whose
+    verified bytes the bundle keeps for sessions (None: all); every file is verified either way, and a
+    graph not kept is read and checked again when asked for. An engine keeps none (``()``): each session
+    reads its graph again, checked (:meth:`Bundle.graph_source`), so a bundle of several variants costs
+    the memory of the one that runs.
     """
     root = _bundle_root(path)
     limits = limits or Limits.from_env()

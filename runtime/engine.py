@@ -27,7 +27,7 @@ import numpy as np
 
 from mtst.errors import BundleError, ConfigError, parse_enum
 from mtst.runtime.batching import AUTO_BATCH_TOKENS, Batcher, check_positive
-from mtst.runtime.bundle import Bundle, load_bundle, no_graphs
+from mtst.runtime.bundle import Bundle, load_bundle
 from mtst.runtime.cache import EmbeddingCache
 from mtst.runtime.inputs import check_embeddings, check_head_logits
 from mtst.runtime.manifest import (
@@ -178,7 +178,7 @@ class Engine:
             max_batch_tokens = AUTO_BATCH_TOKENS[plan.primary]
         if max_batch_tokens is not None:
             check_positive("max_batch_tokens", max_batch_tokens, ", None or 'auto'")
-        b = load_bundle(bundle, verify=verify, keep_graphs=no_graphs)  # sessions: Bundle.graph_source
+        b = load_bundle(bundle, verify=verify, keep_graphs=())  # sessions: Bundle.graph_source
         if Provider.TENSORRT in plan.chain:
             settings = tensorrt_settings(
                 settings,

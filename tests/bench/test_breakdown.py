@@ -7,20 +7,26 @@ from pathlib import Path
 import pytest
 
 from mtst.bench.breakdown import BatchProfile, profile_batches
-from mtst.bench.engines import load_mtst_systems, token_lengths
+from mtst.bench.engines import MtstSystem, load_mtst_systems, token_lengths
 from mtst.runtime.batching import plan_batches
 from mtst.runtime.providers import Provider
 
 
-def test_profile_batches_splits_predict(split_bundle: Path, bench_corpus: Path) -> None:
+def _system(bundle: Path, *, threads: int) -> MtstSystem:
+    """The split bundle's int8-static-cpu variant as the bench loads it, batches of 8."""
     (ms,) = load_mtst_systems(
-        [split_bundle],
+        [bundle],
         provider=Provider.CPU,
         precisions=["int8-static-cpu"],
-        threads=1,
+        threads=threads,
         spinning=False,
         batch_size=8,
     )
+    return ms
+
+
+def test_profile_batches_splits_predict(split_bundle: Path, bench_corpus: Path) -> None:
+    ms = _system(split_bundle, threads=1)
     texts = bench_corpus.read_text(encoding="utf-8").splitlines()[:40]
     lengths, _ = token_lengths(ms.tokenizer, texts)
     batches = [[texts[i] for i in idx] for idx in plan_batches(lengths, max_batch=8).batches]
@@ -44,14 +50,7 @@ def test_profile_batches_splits_predict(split_bundle: Path, bench_corpus: Path) 
 def test_given_batches_run_with_the_engines_token_bound(split_bundle: Path, bench_corpus: Path) -> None:
     # the same-batches scenario: one predict call per given batch, one call per thread at a time, each
     # call cut in runs of the engine's max_batch_tokens; the plain padded batches keep one run per batch
-    (ms,) = load_mtst_systems(
-        [split_bundle],
-        provider=Provider.CPU,
-        precisions=["int8-static-cpu"],
-        threads=2,
-        spinning=False,
-        batch_size=8,
-    )
+    ms = _system(split_bundle, threads=2)
     assert ms.given_engine is not None and ms.padded_engine is not None
     assert ms.engine.parallel_batches == 2 and ms.engine.max_batch_tokens == 256
     assert (ms.given_engine.parallel_batches, ms.given_engine.max_batch_tokens) == (1, 256)

@@ -294,12 +294,8 @@ def test_graph_bytes_are_let_go_before_the_tokenizer_is_built(
 PINNED = Path("/proc/self/fd").is_dir()
 
 
-def _not_kept(root: Path, m: Manifest) -> tuple[str, ...]:
-    return ()
-
-
 def test_a_graph_not_kept_is_checked_again_when_its_session_opens(bundle_copy: Path) -> None:
-    b = load_bundle(bundle_copy, keep_graphs=_not_kept)  # verified; no graph bytes in hand
+    b = load_bundle(bundle_copy, keep_graphs=())  # verified; no graph bytes in hand
     assert "model.onnx" not in b.blobs and "tokenizer.json" in b.blobs
     put(bundle_copy / "model.onnx", b"\x08\x07garbage")  # swapped before the session opens
     sessions = Sessions(resolve_providers(["cpu"]), SessionSettings())
@@ -314,7 +310,7 @@ def test_a_pinned_graph_is_the_file_that_was_hashed(bundle_copy: Path, rel_bundl
     expected = Engine.load(rel_bundle, providers=["cpu"]).embed(TEXTS)
     put(bundle_copy / "model.onnx", (bundle_copy / "model.onnx").read_bytes())  # our own inode
     original = (bundle_copy / "model.onnx").read_bytes()
-    b = load_bundle(bundle_copy, keep_graphs=_not_kept)
+    b = load_bundle(bundle_copy, keep_graphs=())
     # replaced in the folder while ONNX Runtime reads it: the open file is still the one hashed
     with b.graph_source("model.onnx") as path:
         assert isinstance(path, Path) and path.parent == Path("/proc/self/fd")
@@ -331,7 +327,7 @@ def test_a_pinned_graph_is_the_file_that_was_hashed(bundle_copy: Path, rel_bundl
 @pytest.mark.skipif(not PINNED, reason="no /proc/self/fd on this system: graphs are handed over as bytes")
 def test_a_pinned_graph_changed_in_place_while_read_is_refused(bundle_copy: Path) -> None:
     put(bundle_copy / "model.onnx", (bundle_copy / "model.onnx").read_bytes())  # our own inode
-    b = load_bundle(bundle_copy, keep_graphs=_not_kept)
+    b = load_bundle(bundle_copy, keep_graphs=())
     changed = pytest.raises(BundleError, match=r"model.onnx: changed while ONNX Runtime read it")
     with changed, b.graph_source("model.onnx"), open(bundle_copy / "model.onnx", "r+b") as f:
         f.seek(100)  # same inode, same size, new bytes
